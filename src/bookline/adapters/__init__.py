@@ -1,0 +1,1 @@
+"""Adapters: databases and their migrations, the queue, mail."""

@@ -1,0 +1,134 @@
+"""The one Settings object of Bookline. Nothing else in the package reads ``os.environ``.
+
+Every field can be set with an environment variable of the same name in upper case with the
+``BOOKLINE_`` prefix (``BOOKLINE_DATA_DIR``, ``BOOKLINE_HOLD_TTL_SECONDS`` ...). The standard
+``OTEL_*`` variables are read by :mod:`bookline.telemetry` through :attr:`Settings.otel`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service of Bookline: its ``service.name``, the key used in settings and its default port."""
+
+    name: str
+    key: str
+    port: int
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("booking-service", "booking", 8000),
+    ServiceSpec("availability-service", "availability", 8001),
+    ServiceSpec("pricing-engine", "pricing", 8002),
+    ServiceSpec("confirmation-service", "confirmation", 8003),
+    ServiceSpec("payment-gateway", "gateway", 8004),
+    ServiceSpec("notification-service", "notification", 8005),
+)
+SERVICE_BY_NAME = {s.name: s for s in SERVICES} | {s.key: s for s in SERVICES}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BOOKLINE_", extra="ignore")
+
+    # where things live
+    data_dir: Path = Path("./var")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://... to run every service on PostgreSQL (one schema each); "
+        "unset means one SQLite file per service under data_dir",
+    )
+    db_schema_prefix: str = Field(default="", description="prefix of the PostgreSQL schema names")
+    environment: str = "development"
+
+    # network
+    host: str = "127.0.0.1"
+    booking_port: int = 8000
+    availability_port: int = 8001
+    pricing_port: int = 8002
+    confirmation_port: int = 8003
+    gateway_port: int = 8004
+    notification_port: int = 8005
+    booking_url: str | None = None
+    availability_url: str | None = None
+    pricing_url: str | None = None
+    confirmation_url: str | None = None
+    gateway_url: str | None = None
+    notification_url: str | None = None
+    http_timeout_s: float = 5.0
+    max_body_bytes: int = 64 * 1024
+
+    # booking rules
+    hold_ttl_seconds: float = 600.0
+    quote_ttl_seconds: float = 900.0
+    max_stay_nights: int = 30
+    saga_recovery_interval_s: float = 2.0
+    saga_stale_after_s: float = 15.0
+
+    # payment client (booking-service -> gateway)
+    payment_timeout_s: float = 2.0
+    payment_max_attempts: int = 2
+
+    # the payment gateway stand-in
+    gateway_latency_ms: float = 0.0
+    gateway_decline_rate: float = 0.0
+    gateway_timeout_rate: float = 0.0
+    gateway_error_rate: float = 0.0
+    gateway_slow_response_s: float = 3.0
+
+    # asynchronous delivery
+    outbox_poll_interval_s: float = 0.1
+    queue_poll_interval_s: float = 0.1
+    queue_visibility_timeout_s: float = 30.0
+
+    # test-only switches: each turns one guard off so a control test can prove the guard matters
+    unsafe_disable_room_night_guard: bool = False
+    unsafe_disable_idempotency: bool = False
+    unsafe_disable_fencing: bool = False
+    unsafe_disable_redaction: bool = False
+    # test-only: booking-service exits hard at this saga point (after_hold, after_authorize, after_confirm)
+    crash_at: str | None = None
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self, f"{SERVICE_BY_NAME[service].key}_port"))
+
+    def url_of(self, service: str) -> str:
+        key = SERVICE_BY_NAME[service].key
+        explicit = getattr(self, f"{key}_url")
+        return explicit.rstrip("/") if explicit else f"http://{self.host}:{self.port_of(service)}"
+
+    def database_url_of(self, service: str) -> str:
+        """The SQLAlchemy URL of a service's own database."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / (SERVICE_BY_NAME[service].key + '.db')}"
+
+    def schema_of(self, service: str) -> str | None:
+        """The PostgreSQL schema of a service (None on SQLite, where each service has its own file)."""
+        if not self.database_url or not self.database_url.startswith("postgresql"):
+            return None
+        return f"{self.db_schema_prefix}{SERVICE_BY_NAME[service].key}"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def otel(self) -> dict[str, str]:
+        """The standard OTEL_* variables of this process (read here so telemetry.py need not)."""
+        return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""availability-service: properties, rooms and room-night claims (holds and booked nights)."""

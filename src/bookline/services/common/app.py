@@ -1,0 +1,169 @@
+"""What every Bookline service app shares: health and readiness, the error envelope, the body size
+limit, the ``traceresponse`` header and OpenTelemetry instrumentation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bookline.adapters.db import Database
+from bookline.domain.errors import BooklineError
+from bookline.telemetry import ServiceTelemetry, current_trace_id
+
+log = logging.getLogger("bookline.http")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, **details}, "trace_id": current_trace_id()},
+        status_code=status,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    # only where and what, never the offending input (it could be a card number)
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BooklineError)
+    async def domain_error(_request: Request, exc: BooklineError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return error_response(400, "malformed_json", "the request body is not valid JSON")
+        return error_response(422, "validation_error", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        trace.get_current_span().record_exception(exc)
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "an internal error occurred")
+
+
+class BodyLimitMiddleware:
+    """Answers 413 ``body_too_large`` before the app reads a body over the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(413, f"the body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "body_too_large", f"the body exceeds {self.max_bytes} bytes")
+        await response(scope, receive, send)
+
+
+class TraceResponseMiddleware:
+    """Adds the W3C ``traceresponse`` header naming the server span that handled the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctx = trace.get_current_span().get_span_context()
+                if ctx.is_valid:
+                    value = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+                    message.setdefault("headers", [])
+                    message["headers"] = [*message["headers"], (b"traceresponse", value.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_service_app(
+    *,
+    title: str,
+    telemetry: ServiceTelemetry,
+    db: Database | None,
+    max_body_bytes: int,
+    on_startup: list[Hook] | None = None,
+    on_shutdown: list[Hook] | None = None,
+) -> FastAPI:
+    """A FastAPI app with Bookline's shared behaviour; the service adds its routes to it."""
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for hook in on_startup or []:
+            await hook()
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            for hook in on_shutdown or []:
+                await hook()
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(TraceResponseMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": telemetry.service_name}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        if not state["ready"]:
+            return error_response(503, "not_ready", "the service is starting or stopping")
+        if db is not None:
+            try:
+                async with db.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            except Exception:  # noqa: BLE001 - any database failure means not ready
+                return error_response(503, "database_unavailable", "the database does not answer")
+        return JSONResponse({"status": "ready", "service": telemetry.service_name})
+
+    telemetry.instrument_app(app)
+    return app

@@ -1,0 +1,108 @@
+"""The HTTP client every service uses to call another: traced (W3C context propagated by the httpx
+instrumentation), with a timeout on every call, a bounded retry for idempotent calls, and remote
+errors turned back into the domain errors they stand for."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from bookline.domain import errors
+from bookline.domain.errors import (
+    BooklineError,
+    DependencyFailed,
+    DependencyTimeout,
+    DependencyUnavailable,
+)
+from bookline.telemetry import ServiceTelemetry
+
+_BY_CODE: dict[str, type[BooklineError]] = {
+    cls.code: cls
+    for cls in vars(errors).values()
+    if isinstance(cls, type) and issubclass(cls, BooklineError)
+}
+
+
+def remote_error(status: int, body: Any, service: str) -> BooklineError:
+    """The domain error a service answered with (4xx), or a dependency failure (5xx)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if status >= 500 or not isinstance(err, dict):
+        return DependencyFailed(
+            "dependency_failed", f"{service} answered {status}", dependency=service
+        )
+    details = {k: v for k, v in err.items() if k not in ("code", "message")}
+    cls = _BY_CODE.get(err.get("code", ""), BooklineError)
+    exc = cls(err.get("code"), err.get("message", ""), **details)
+    exc.status = status
+    return exc
+
+
+class ServiceClient:
+    """A base for typed clients of one service."""
+
+    service = "service"
+
+    def __init__(self, base_url: str, telemetry: ServiceTelemetry, *, timeout: float) -> None:
+        self.base_url = base_url
+        self.http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        telemetry.instrument_http_client(self.http)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+    ) -> Any:
+        """Send a request and return the decoded JSON body of a 2xx answer.
+
+        ``retries`` > 0 only for calls that are safe to repeat (reads, or writes with an
+        idempotency key); connection failures and 502/503 are retried with a short backoff.
+        """
+        attempt = 0
+        while True:
+            try:
+                response = await self.http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TimeoutException as exc:
+                raise DependencyTimeout(
+                    "dependency_timeout", f"{self.service} did not answer in time", dependency=self.service
+                ) from exc
+            except httpx.TransportError as exc:
+                if attempt < retries:
+                    attempt += 1
+                    await asyncio.sleep(0.05 * attempt)
+                    continue
+                raise DependencyUnavailable(
+                    "dependency_unavailable", f"{self.service} cannot be reached", dependency=self.service
+                ) from exc
+            if response.status_code in (502, 503) and attempt < retries:
+                attempt += 1
+                await asyncio.sleep(0.05 * attempt)
+                continue
+            if response.is_success:
+                return response.json() if response.content else None
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise remote_error(response.status_code, body, self.service)

@@ -1,0 +1,297 @@
+"""OpenTelemetry set-up of a Bookline process: the only module that imports the SDK.
+
+Each service gets its own :class:`ServiceTelemetry` (tracer provider, meter provider, tracer and
+meter with the service's resource). A production process has one and installs it as the global
+provider; the test suite runs several services in one process, each with its own providers that
+share one in-memory exporter, so a whole booking can be asserted as one trace.
+
+Every exported span passes through :class:`RedactingSpanExporter`, the safety net that scrubs
+anything looking like a card number or an e-mail address, including query strings recorded by
+auto-instrumentation. Log records pass through :class:`RedactingFilter`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Status
+
+from bookline import __version__
+from bookline.config import Settings
+
+# stable HTTP semantic conventions for the HTTP instrumentations (must be set before they load)
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+
+REDACTED = "[REDACTED]"
+_CARD_LIKE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])|(?<!\d)\d{13,19}(?!\d)")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_SENSITIVE_PARAM = re.compile(
+    r"(?i)\b(number|card|card_number|pan|cvc|cvv|exp_month|exp_year|email|password|secret|token)=([^&\s]*)"
+)
+
+
+def scrub(text: str) -> str:
+    """Remove card-like numbers, e-mail addresses and sensitive query parameters from a string."""
+    text = _SENSITIVE_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    text = _CARD_LIKE.sub(REDACTED, text)
+    return _EMAIL.sub(REDACTED, text)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub_value(v) for v in value)
+    return value
+
+
+def _scrub_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: _scrub_value(v) for k, v in (attributes or {}).items()}
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Wraps an exporter and scrubs every span's attributes, events and status before export."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    @staticmethod
+    def redact(span: ReadableSpan) -> ReadableSpan:
+        status = span.status
+        if status.description:
+            status = Status(status.status_code, scrub(status.description))
+        return ReadableSpan(
+            name=scrub(span.name),
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=_scrub_attributes(span.attributes),
+            events=[
+                Event(scrub(e.name), _scrub_attributes(e.attributes), e.timestamp) for e in span.events
+            ],
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([self.redact(s) for s in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs the formatted message of a log record before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the trace and span of the record's context."""
+
+    def __init__(self, service_name: str) -> None:
+        super().__init__()
+        self.service_name = service_name
+
+    def format(self, record: logging.LogRecord) -> str:
+        ctx = trace.get_current_span().get_span_context()
+        entry: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "service": self.service_name,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if ctx.is_valid:
+            entry["trace_id"] = format(ctx.trace_id, "032x")
+            entry["span_id"] = format(ctx.span_id, "016x")
+        if record.exc_info:
+            entry["error"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(entry)
+
+
+@dataclass
+class ServiceTelemetry:
+    """The providers, tracer and meter of one service."""
+
+    service_name: str
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: LoggerProvider | None = None
+    tracer: trace.Tracer = field(init=False)
+    meter: metrics.Meter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tracer = self.tracer_provider.get_tracer("bookline", __version__)
+        self.meter = self.meter_provider.get_meter("bookline", __version__)
+
+    def instrument_app(self, app: Any) -> None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            excluded_urls="healthz,readyz",
+            exclude_spans=["receive", "send"],
+        )
+
+    def instrument_http_client(self, client: Any) -> None:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor.instrument_client(
+            client, tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+        )
+
+    def instrument_engine(self, engine: Any) -> None:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().instrument(
+            engine=engine.sync_engine,
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            enable_commenter=False,
+        )
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
+
+
+def otlp_configured(settings: Settings) -> bool:
+    env = settings.otel
+    return any(
+        env.get(k)
+        for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def build_resource(service_name: str, settings: Settings) -> Resource:
+    ours = Resource.create(
+        {
+            "service.name": service_name,
+            "service.version": __version__,
+            "service.namespace": "bookline",
+            "service.domain": "reservations",
+            "deployment.environment.name": settings.environment,
+            "service.instance.id": str(uuid.uuid4()),
+        }
+    )
+    # the standard OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES variables win over our defaults
+    return ours.merge(OTELResourceDetector().detect())
+
+
+def setup_telemetry(
+    service_name: str,
+    settings: Settings,
+    *,
+    span_exporter: SpanExporter | None = None,
+    metric_readers: Sequence[MetricReader] = (),
+    install_global: bool = False,
+) -> ServiceTelemetry:
+    """Build the telemetry of one service.
+
+    ``span_exporter`` (tests) receives every span synchronously. OTLP/HTTP export of traces,
+    metrics and logs is added whenever the standard OTLP endpoint variables are set.
+    """
+    resource = build_resource(service_name, settings)
+    tracer_provider = TracerProvider(resource=resource)
+
+    def wrap(exporter: SpanExporter) -> SpanExporter:
+        return exporter if settings.unsafe_disable_redaction else RedactingSpanExporter(exporter)
+
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(SimpleSpanProcessor(wrap(span_exporter)))
+    readers = list(metric_readers)
+    logger_provider: LoggerProvider | None = None
+    if otlp_configured(settings):
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(wrap(OTLPSpanExporter())))
+        interval = int(settings.otel.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
+        readers.append(
+            PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval)
+        )
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+
+    telemetry = ServiceTelemetry(service_name, tracer_provider, meter_provider, logger_provider)
+    if install_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+        configure_logging(service_name, logger_provider, redact=not settings.unsafe_disable_redaction)
+    return telemetry
+
+
+def configure_logging(
+    service_name: str, logger_provider: LoggerProvider | None, *, redact: bool = True
+) -> None:
+    """Structured JSON logs on stderr, and over OTLP beside the spans when an endpoint is set."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(JsonFormatter(service_name))
+    handlers: list[logging.Handler] = [stderr]
+    if logger_provider is not None:
+        handlers.append(LoggingHandler(level=logging.INFO, logger_provider=logger_provider))
+    for handler in handlers:
+        if redact:
+            handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def inject_context(carrier: dict[str, str]) -> dict[str, str]:
+    """Write the current trace context (W3C traceparent, baggage) into a carrier and return it."""
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract_context(carrier: Mapping[str, str]) -> Any:
+    """Read a trace context out of a carrier (message headers, an outbox row)."""
+    return propagate.extract(carrier)
+
+
+def current_trace_id() -> str | None:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
