@@ -177,14 +177,23 @@ class ServiceTelemetry:
         )
 
     def instrument_engine(self, engine: Any) -> None:
-        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+        """Database spans for one engine, with this service's providers.
 
-        SQLAlchemyInstrumentor().instrument(
-            engine=engine.sync_engine,
-            tracer_provider=self.tracer_provider,
-            meter_provider=self.meter_provider,
-            enable_commenter=False,
+        ``SQLAlchemyInstrumentor().instrument()`` patches SQLAlchemy globally, once per process,
+        with the first provider it is given; the test suite runs several services in one process,
+        so each engine gets its own ``EngineTracer`` (what the instrumentor attaches per engine).
+        """
+        from opentelemetry.instrumentation.sqlalchemy import __name__ as scope
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+        from opentelemetry.instrumentation.sqlalchemy.version import __version__ as version
+
+        tracer = self.tracer_provider.get_tracer(scope, version)
+        usage = self.meter_provider.get_meter(scope, version).create_up_down_counter(
+            "db.client.connections.usage",
+            unit="connections",
+            description="The number of connections that are currently in state described by the state attribute.",
         )
+        EngineTracer(tracer, engine.sync_engine, usage)
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()

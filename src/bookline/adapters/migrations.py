@@ -3,6 +3,8 @@ starts. Each service keeps its revisions in ``services/<name>/migrations/version
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 
 from alembic import command
@@ -18,8 +20,19 @@ def script_location(service_package_file: str) -> str:
     return str(Path(service_package_file).parent / "migrations")
 
 
+# Alembic keeps its running context in module globals, so two migrations in one process (the test
+# suite runs every service in one event loop) must take turns.
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 async def upgrade(db: Database, location: str) -> None:
     """Bring a service's database to the newest revision (safe to run from several processes)."""
+    lock = _turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        await _upgrade_async(db, location)
+
+
+async def _upgrade_async(db: Database, location: str) -> None:
     async with db.engine.connect() as conn:
         if db.schema:
             async with conn.begin():

@@ -1,0 +1,28 @@
+# Bookline developer commands. `make run` sets everything up and starts the stack on localhost.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+# the stamp is older than pyproject.toml only when the dependencies may have changed
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+# seed is idempotent and quick when the inventory already exists
+run: install
+	$(BIN)/bookline seed
+	exec $(BIN)/bookline up
+
+test: install
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/bookings.py
+
+clean:
+	rm -rf var

@@ -1,0 +1,1 @@
+"""The booking saga: its forward steps, their compensations, the orchestrator and recovery."""

@@ -1,0 +1,331 @@
+"""The booking saga, orchestrated by booking-service under the span ``booking.create``:
+availability -> price -> hold -> authorize -> confirm -> capture, and cancellation.
+
+Each step is recorded in the saga log as started before it runs (its compensation is then known
+even if its outcome is not) and as done after. Any failure rolls back what is open, in reverse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from bookline.domain.booking import BookingStatus, Outcome
+from bookline.domain.errors import (
+    BooklineError,
+    Conflict,
+    DependencyTimeout,
+    HoldExpired,
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    LockContention,
+    NotFound,
+    PaymentDeclined,
+    Unavailable,
+)
+from bookline.saga import steps
+from bookline.saga.compensation import return_money, rollback
+from bookline.saga.deps import SagaDeps
+from bookline.saga.steps import BookingRequest
+from bookline.saga.store import KeyTaken, StoredResponse
+from bookline.telemetry import current_trace_id
+
+log = logging.getLogger(__name__)
+
+
+def request_hash(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def outcome_of(exc: Exception) -> Outcome:
+    if isinstance(exc, Unavailable):
+        return Outcome.UNAVAILABLE
+    if isinstance(exc, LockContention):
+        return Outcome.CONTENTION
+    if isinstance(exc, PaymentDeclined):
+        return Outcome.DECLINED
+    if isinstance(exc, HoldExpired):
+        return Outcome.EXPIRED
+    if isinstance(exc, steps.PaymentOutcomeUnknown):
+        return Outcome.PAYMENT_ERROR
+    if isinstance(exc, BooklineError) and exc.details.get("dependency") == "payment-gateway":
+        return Outcome.PAYMENT_ERROR
+    return Outcome.FAILED
+
+
+def error_body(exc: Exception, booking: dict[str, Any]) -> StoredResponse:
+    if isinstance(exc, BooklineError):
+        details = {k: v for k, v in exc.details.items() if k != "authorization_id"}
+        status, code, message = exc.status, exc.code, exc.message
+    else:
+        status, code, message, details = 500, "internal_error", "an internal error occurred", {}
+    body = {
+        "error": {"code": code, "message": message, **details, **booking},
+        "trace_id": current_trace_id(),
+    }
+    return StoredResponse(status, body)
+
+
+def _maybe_crash(deps: SagaDeps, point: str) -> None:
+    """Test-only crash points: exit hard, as a killed process would, mid-saga."""
+    if deps.settings.crash_at == point:
+        log.error("crash point %s reached: exiting hard", point)
+        os._exit(70)
+
+
+def replay(row: Any, body_hash: str) -> StoredResponse:
+    """The answer for a key that was seen before (invariant 4)."""
+    if row.request_hash != body_hash:
+        raise IdempotencyKeyReused(
+            "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+        )
+    if row.status != "done":
+        raise IdempotencyInFlight(
+            "idempotency_in_flight", "a request with this Idempotency-Key is still being processed"
+        )
+    return StoredResponse(row.response_status, json.loads(row.response_body))
+
+
+class Orchestrator:
+    def __init__(self, deps: SagaDeps, *, rng: random.Random | None = None) -> None:
+        self.deps = deps
+        self.rng = rng or random.Random()
+
+    async def create_booking(self, req: BookingRequest, *, key: str | None, body_hash: str) -> StoredResponse:
+        deps = self.deps
+        guarded = key is not None and not deps.settings.unsafe_disable_idempotency
+        if guarded:
+            seen = await deps.store.find_key(key)
+            if seen is not None:
+                return replay(seen, body_hash)
+        started = time.monotonic()
+        ids = {"booking_id": req.booking_id, "reservation_id": req.reservation_id}
+        with deps.tracer.start_as_current_span("booking.create", record_exception=False) as span:
+            span.set_attribute("booking.id", req.booking_id)
+            span.set_attribute("booking.user_id", req.user_id)
+            span.set_attribute("booking.source", req.source)
+            span.set_attribute("booking.reservation_id", req.reservation_id)
+            # validation against the inventory happens before anything is written
+            free_rooms = await self._validated_rooms(req, span)
+            try:
+                await deps.store.start_booking(
+                    key=key if guarded else None,
+                    request_hash=body_hash,
+                    booking=self._booking_row(req, span),
+                )
+            except KeyTaken:
+                seen = await deps.store.find_key(key) if key else None
+                if seen is None:
+                    raise
+                span.set_attribute("booking.idempotent_replay", True)
+                return replay(seen, body_hash)
+            try:
+                response = await self._run(req, free_rooms, span, key if guarded else None)
+            except Exception as exc:  # noqa: BLE001 - every failure ends in a rollback and a stored answer
+                response = await self._fail(req, exc, span, key if guarded else None, ids)
+        status = "success" if response.status == 201 else (
+            "timeout" if response.status == 504 else "failed"
+        )
+        deps.instruments.attempts.add(1, {"booking.status": status, "booking.source": req.source})
+        deps.instruments.duration.record((time.monotonic() - started) * 1000, {"booking.status": status})
+        return response
+
+    async def _validated_rooms(self, req: BookingRequest, span: trace.Span) -> list[dict]:
+        try:
+            return await steps.check_availability(self.deps, req)
+        except BooklineError as exc:
+            span.set_attribute("booking.outcome", Outcome.FAILED.value)
+            span.set_status(Status(StatusCode.ERROR, exc.message))
+            span.record_exception(exc)
+            raise
+
+    def _booking_row(self, req: BookingRequest, span: trace.Span) -> dict[str, Any]:
+        ctx = span.get_span_context()
+        return {
+            "booking_id": req.booking_id,
+            "reservation_id": req.reservation_id,
+            "user_id": req.user_id,
+            "source": req.source,
+            "property_id": req.property_id,
+            "room_id": req.room_id,
+            "check_in": req.stay.check_in,
+            "check_out": req.stay.check_out,
+            "guests": req.guests,
+            "payment_method": req.payment_method,
+            "card_last_four": req.card_last_four,
+            "trace_parent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}",
+        }
+
+    async def _run(
+        self, req: BookingRequest, free_rooms: list[dict], span: trace.Span, key: str | None
+    ) -> StoredResponse:
+        deps, store, bid = self.deps, self.deps.store, req.booking_id
+        room_id = steps.choose_room(req, free_rooms, self.rng.choice)
+        quote = await steps.price_quote(deps, req, room_id)
+        await store.record(
+            bid,
+            {"hold": "started"},
+            room_id=room_id,
+            quote_id=quote["quote_id"],
+            total_minor=quote["total_minor"],
+            currency=quote["currency"],
+        )
+        await steps.acquire_lock(deps, req, room_id)
+        await store.record(bid, {"hold": "done", "authorize": "started"})
+        _maybe_crash(deps, "after_hold")
+        auth = await steps.process_payment(deps, req, amount_minor=quote["total_minor"], currency=quote["currency"])
+        await store.record(bid, {"authorize": "done", "confirm": "started"}, payment_transaction_id=auth["id"])
+        _maybe_crash(deps, "after_authorize")
+        try:
+            confirmation = await steps.confirm(deps, req, room_id=room_id, auth=auth, quote=quote)
+        except DependencyTimeout:
+            # the outcome is unknown: the booking may exist; if it does, go forward
+            confirmation = await deps.confirmation.find(req.reservation_id)
+            if confirmation is None:
+                raise
+        code = confirmation["confirmation_code"]
+        await store.record(bid, {"confirm": "done", "capture": "started"}, confirmation_code=code)
+        span.set_attribute("booking.confirmation_code", code)
+        _maybe_crash(deps, "after_confirm")
+        captured = await self._capture(req.reservation_id, auth["id"], quote["total_minor"])
+        body = {
+            "booking_id": bid,
+            "reservation_id": req.reservation_id,
+            "confirmation_code": code,
+            "status": BookingStatus.CONFIRMED.value,
+            "room_id": room_id,
+            "total_minor": quote["total_minor"],
+            "currency": quote["currency"],
+            "trace_id": current_trace_id(),
+        }
+        response = StoredResponse(201, body)
+        await store.finish(
+            bid,
+            status=BookingStatus.CONFIRMED,
+            key=key,
+            response=response,
+            steps={"capture": "done"} if captured else None,
+            outcome=Outcome.CONFIRMED.value,
+        )
+        span.set_attribute("booking.outcome", Outcome.CONFIRMED.value)
+        span.set_status(Status(StatusCode.OK))
+        return response
+
+    async def _capture(self, reservation_id: str, auth_id: str, amount_minor: int) -> bool:
+        """Capture after confirmation; a failure leaves the step open for recovery to retry."""
+        try:
+            await steps.capture(self.deps, reservation_id=reservation_id, auth_id=auth_id, amount_minor=amount_minor)
+            return True
+        except BooklineError as exc:
+            log.warning("capture of %s failed, recovery will retry: %s", reservation_id, exc.message)
+            return False
+
+    async def _fail(
+        self, req: BookingRequest, exc: Exception, span: trace.Span, key: str | None, ids: dict
+    ) -> StoredResponse:
+        outcome = outcome_of(exc)
+        message = exc.message if isinstance(exc, BooklineError) else "an internal error occurred"
+        if not isinstance(exc, BooklineError):
+            log.exception("booking %s failed unexpectedly", req.booking_id)
+        span.set_attribute("booking.outcome", outcome.value)
+        span.set_status(Status(StatusCode.ERROR, message))
+        span.record_exception(exc)
+        booking = await self.deps.store.get(req.booking_id)
+        await rollback(self.deps, booking, reason=outcome.value)
+        response = error_body(exc, ids)
+        await self.deps.store.finish(
+            req.booking_id,
+            status=BookingStatus.FAILED,
+            key=key,
+            response=response,
+            outcome=outcome.value,
+            failure_code=response.body["error"]["code"],
+        )
+        return response
+
+    async def cancel_booking(self, booking_id: str) -> dict:
+        """Cancel a confirmed booking: the confirmation (which frees the nights), then the refund."""
+        deps = self.deps
+        with deps.tracer.start_as_current_span("booking.cancel", record_exception=False) as span:
+            span.set_attribute("booking.id", booking_id)
+            booking = await deps.store.get(booking_id)
+            span.set_attribute("booking.reservation_id", booking.reservation_id)
+            if booking.status == BookingStatus.CANCELLED.value:
+                return await self.view(booking_id)
+            if booking.status != BookingStatus.CONFIRMED.value:
+                raise Conflict("not_cancellable", f"a {booking.status} booking cannot be cancelled")
+            await deps.store.record(booking_id, {"cancel": "started"})
+            await self.finish_cancel(booking)
+            return await self.view(booking_id)
+
+    async def finish_cancel(self, booking: Any) -> None:
+        """The idempotent part of a cancellation, also run by recovery."""
+        deps = self.deps
+        with deps.tracer.start_as_current_span("booking.restore_inventory", record_exception=False) as span:
+            span.set_attribute("booking.reservation_id", booking.reservation_id)
+            await deps.confirmation.cancel(booking.reservation_id)
+        await deps.store.finish(
+            booking.booking_id, status=BookingStatus.CANCELLED, key=None, response=None,
+            steps={"cancel": "done", "refund": "started"},
+        )
+        try:
+            await return_money(deps, booking)
+        except BooklineError as exc:
+            log.warning("refund of %s failed, recovery will retry: %s", booking.booking_id, exc.message)
+            return
+        await deps.store.record(booking.booking_id, {"refund": "done"})
+
+    async def view(self, booking_id: str) -> dict:
+        row = await self.deps.store.get(booking_id)
+        step_status = await self.deps.store.steps(booking_id)
+        return booking_view(row, step_status)
+
+
+def booking_view(row: Any, step_status: dict[str, str]) -> dict:
+    payment = "none"
+    if step_status.get("refund") == "done":
+        payment = "refunded"
+    elif step_status.get("refund") == "started":
+        payment = "refund_pending"
+    elif step_status.get("capture") == "done":
+        payment = "captured"
+    elif step_status.get("authorize") == "compensated":
+        payment = "voided"
+    elif step_status.get("authorize") == "done":
+        payment = "authorized"
+    return {
+        "booking_id": row.booking_id,
+        "reservation_id": row.reservation_id,
+        "status": row.status,
+        "outcome": row.outcome,
+        "failure_code": row.failure_code,
+        "confirmation_code": row.confirmation_code,
+        "user_id": row.user_id,
+        "source": row.source,
+        "property_id": row.property_id,
+        "room_id": row.room_id,
+        "check_in": row.check_in.isoformat(),
+        "check_out": row.check_out.isoformat(),
+        "guests": row.guests,
+        "total_minor": row.total_minor,
+        "currency": row.currency,
+        "payment": {
+            "method": row.payment_method,
+            "card_last_four": row.card_last_four,
+            "transaction_id": row.payment_transaction_id,
+            "status": payment,
+        },
+        "steps": step_status,
+        "trace_id": row.trace_parent.split("-")[1] if row.trace_parent else None,
+    }
+
+
+__all__ = ["Orchestrator", "NotFound", "booking_view", "request_hash", "replay"]

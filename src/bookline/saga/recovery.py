@@ -1,0 +1,158 @@
+"""Recovery of interrupted sagas: a booking-service that crashed, or a step whose compensation,
+capture or refund failed, is finished or compensated here, in the background, by any replica.
+
+A stalled pending booking goes forward only if confirmation-service already holds its booking;
+otherwise it is rolled back. Each recovery is its own trace, linked to the booking's original one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags
+
+from bookline.domain.booking import BookingStatus, Outcome
+from bookline.saga.compensation import return_money, rollback
+from bookline.saga.orchestrator import Orchestrator
+from bookline.saga.store import OPEN, StoredResponse
+from bookline.telemetry import current_trace_id
+
+log = logging.getLogger(__name__)
+
+
+def _link(trace_parent: str | None) -> list[Link]:
+    if not trace_parent:
+        return []
+    try:
+        _, trace_id, span_id, flags = trace_parent.split("-")
+        ctx = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16)))
+    except ValueError:
+        return []
+    return [Link(NonRecordingSpan(ctx).get_span_context())]
+
+
+class Recovery:
+    def __init__(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.deps = orchestrator.deps
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.recover_once()
+            except Exception:  # noqa: BLE001 - try again on the next tick
+                log.exception("saga recovery pass failed")
+            await asyncio.sleep(self.deps.settings.saga_recovery_interval_s)
+
+    async def recover_once(self) -> int:
+        stale_before = time.time() - self.deps.settings.saga_stale_after_s
+        done = 0
+        for booking in await self.deps.store.needing_recovery(stale_before=stale_before):
+            if not await self.deps.store.claim(booking.booking_id, booking.updated_at):
+                continue
+            try:
+                await self.recover(booking)
+                done += 1
+            except Exception as exc:  # noqa: BLE001 - left open, retried on a later pass
+                log.warning("recovery of %s failed: %s", booking.booking_id, exc)
+        return done
+
+    async def recover(self, booking: Any) -> str:
+        deps = self.deps
+        with deps.tracer.start_as_current_span("booking.recover", links=_link(booking.trace_parent)) as span:
+            span.set_attribute("booking.id", booking.booking_id)
+            span.set_attribute("booking.reservation_id", booking.reservation_id)
+            steps = await deps.store.steps(booking.booking_id)
+            action = await self._act(booking, steps)
+            span.set_attribute("booking.recovery.action", action)
+            log.info("recovered booking %s: %s", booking.booking_id, action)
+            return action
+
+    async def _act(self, booking: Any, steps: dict[str, str]) -> str:
+        deps, status = self.deps, booking.status
+        if status == BookingStatus.PENDING.value:
+            if steps.get("confirm") in OPEN:
+                confirmation = await deps.confirmation.find(booking.reservation_id)
+                if confirmation is not None:
+                    await self._complete(booking, confirmation)
+                    return "completed"
+            await self._abandon(booking)
+            return "compensated"
+        if status == BookingStatus.CONFIRMED.value and steps.get("capture") in ("started",):
+            await self.orchestrator._capture(booking.reservation_id, booking.payment_transaction_id, booking.total_minor)
+            await deps.store.record(booking.booking_id, {"capture": "done"})
+            return "captured"
+        if status == BookingStatus.CANCELLED.value:
+            if steps.get("cancel") == "started":
+                await self.orchestrator.finish_cancel(booking)
+                return "cancelled"
+            if steps.get("refund") == "started":
+                await return_money(deps, booking)
+                await deps.store.record(booking.booking_id, {"refund": "done"})
+                return "refunded"
+        if status == BookingStatus.FAILED.value:
+            await rollback(deps, booking, reason=booking.outcome or Outcome.FAILED.value)
+            return "compensated"
+        return "nothing"
+
+    async def _complete(self, booking: Any, confirmation: dict) -> None:
+        deps = self.deps
+        code = confirmation["confirmation_code"]
+        await deps.store.record(booking.booking_id, {"confirm": "done", "capture": "started"}, confirmation_code=code)
+        captured = await self.orchestrator._capture(
+            booking.reservation_id, booking.payment_transaction_id, booking.total_minor
+        )
+        body = {
+            "booking_id": booking.booking_id,
+            "reservation_id": booking.reservation_id,
+            "confirmation_code": code,
+            "status": BookingStatus.CONFIRMED.value,
+            "room_id": booking.room_id,
+            "total_minor": booking.total_minor,
+            "currency": booking.currency,
+            "trace_id": booking.trace_parent.split("-")[1] if booking.trace_parent else None,
+        }
+        await deps.store.finish(
+            booking.booking_id,
+            status=BookingStatus.CONFIRMED,
+            key=await deps.store.key_of(booking.booking_id),
+            response=StoredResponse(201, body),
+            steps={"capture": "done"} if captured else None,
+            outcome=Outcome.CONFIRMED.value,
+        )
+
+    async def _abandon(self, booking: Any) -> None:
+        deps = self.deps
+        await rollback(deps, booking, reason="interrupted")
+        body = {
+            "error": {
+                "code": "booking_interrupted",
+                "message": "the booking was interrupted and has been rolled back; nothing was charged",
+                "booking_id": booking.booking_id,
+                "reservation_id": booking.reservation_id,
+            },
+            "trace_id": current_trace_id(),
+        }
+        await deps.store.finish(
+            booking.booking_id,
+            status=BookingStatus.FAILED,
+            key=await deps.store.key_of(booking.booking_id),
+            response=StoredResponse(503, body),
+            outcome=Outcome.FAILED.value,
+            failure_code="booking_interrupted",
+        )

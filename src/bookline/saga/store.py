@@ -1,0 +1,202 @@
+"""The durable side of the booking saga: bookings, the saga log and idempotency keys, in
+booking-service's own database. Every method is one short transaction; none spans a network call."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from bookline.adapters.db import Database
+from bookline.domain.booking import BookingStatus, check_transition
+from bookline.domain.errors import NotFound
+from bookline.services.booking.tables import bookings, idempotency_keys, saga_steps
+
+# a step still needs undoing while it is started (outcome unknown) or done
+OPEN = ("started", "done")
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: dict
+
+
+class KeyTaken(Exception):
+    """The idempotency key was claimed by another request between our look-up and our insert."""
+
+
+class SagaStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._insert = sqlite.insert if db.is_sqlite else postgresql.insert
+
+    # idempotency -----------------------------------------------------------------------------
+    async def find_key(self, key: str) -> Row | None:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(idempotency_keys).where(idempotency_keys.c.key == key))).first()
+
+    async def start_booking(self, *, key: str | None, request_hash: str, booking: dict[str, Any]) -> None:
+        """Claim the idempotency key and record the pending booking, atomically."""
+        now = time.time()
+        try:
+            async with self.db.write() as conn:
+                if key is not None:
+                    await conn.execute(
+                        insert(idempotency_keys).values(
+                            key=key,
+                            request_hash=request_hash,
+                            booking_id=booking["booking_id"],
+                            status="in_flight",
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                await conn.execute(
+                    insert(bookings).values(
+                        **booking, status=BookingStatus.PENDING.value, created_at=now, updated_at=now
+                    )
+                )
+        except IntegrityError as exc:
+            raise KeyTaken() from exc
+
+    async def respond(self, key: str, response: StoredResponse) -> None:
+        """Record the answer a key replays from now on (used when a key's booking is abandoned)."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key == key)
+                .values(
+                    status="done",
+                    response_status=response.status,
+                    response_body=json.dumps(response.body),
+                    updated_at=time.time(),
+                )
+            )
+
+    # bookings and steps ----------------------------------------------------------------------
+    async def get(self, booking_id: str) -> Row:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(bookings).where(bookings.c.booking_id == booking_id))).first()
+        if row is None:
+            raise NotFound("booking_not_found", f"no booking {booking_id}")
+        return row
+
+    async def steps(self, booking_id: str) -> dict[str, str]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(saga_steps.c.step, saga_steps.c.status).where(saga_steps.c.booking_id == booking_id)
+            )
+            return {r.step: r.status for r in rows}
+
+    async def record(
+        self,
+        booking_id: str,
+        steps: dict[str, str] | None = None,
+        **booking_values: Any,
+    ) -> None:
+        """Set step statuses and booking columns in one transaction."""
+        now = time.time()
+        async with self.db.write() as conn:
+            for step, status in (steps or {}).items():
+                stmt = self._insert(saga_steps).values(
+                    booking_id=booking_id, step=step, status=status, updated_at=now
+                )
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["booking_id", "step"], set_={"status": status, "updated_at": now}
+                    )
+                )
+            await conn.execute(
+                update(bookings).where(bookings.c.booking_id == booking_id).values(**booking_values, updated_at=now)
+            )
+
+    async def finish(
+        self,
+        booking_id: str,
+        *,
+        status: BookingStatus,
+        key: str | None,
+        response: StoredResponse | None,
+        steps: dict[str, str] | None = None,
+        **booking_values: Any,
+    ) -> None:
+        """Move the booking to its final status and store the response its key replays."""
+        now = time.time()
+        current = await self.get(booking_id)
+        if current.status != status.value:
+            check_transition(BookingStatus(current.status), status)
+        await self.record(booking_id, steps, status=status.value, **booking_values)
+        if key is not None and response is not None:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    update(idempotency_keys)
+                    .where(idempotency_keys.c.key == key, idempotency_keys.c.booking_id == booking_id)
+                    .values(
+                        status="done",
+                        response_status=response.status,
+                        response_body=json.dumps(response.body),
+                        updated_at=now,
+                    )
+                )
+
+    async def key_of(self, booking_id: str) -> str | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(idempotency_keys.c.key).where(idempotency_keys.c.booking_id == booking_id)
+                )
+            ).first()
+        return row.key if row else None
+
+    # recovery --------------------------------------------------------------------------------
+    async def needing_recovery(self, *, stale_before: float, limit: int = 50) -> list[Row]:
+        """Bookings whose saga stopped: pending and quiet for a while, or ended with a step left open
+        (a compensation, a capture or a refund that did not finish)."""
+        async with self.db.read() as conn:
+            pending = (
+                await conn.execute(
+                    select(bookings)
+                    .where(bookings.c.status == BookingStatus.PENDING.value, bookings.c.updated_at < stale_before)
+                    .limit(limit)
+                )
+            ).all()
+            open_steps = (
+                await conn.execute(
+                    select(bookings)
+                    .join(saga_steps, saga_steps.c.booking_id == bookings.c.booking_id)
+                    .where(
+                        bookings.c.status != BookingStatus.PENDING.value,
+                        bookings.c.updated_at < stale_before,
+                        saga_steps.c.status.in_(OPEN),
+                        # steps that legitimately stay done once the booking is settled
+                        ~and_(
+                            bookings.c.status == BookingStatus.CONFIRMED.value,
+                            saga_steps.c.status == "done",
+                        ),
+                        ~and_(
+                            bookings.c.status == BookingStatus.CANCELLED.value,
+                            saga_steps.c.status == "done",
+                        ),
+                    )
+                    .distinct()
+                    .limit(limit)
+                )
+            ).all()
+        return [*pending, *open_steps]
+
+    async def claim(self, booking_id: str, seen_updated_at: float) -> bool:
+        """Take a stalled booking for recovery; False if another worker (or the saga) touched it."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(bookings)
+                .where(bookings.c.booking_id == booking_id, bookings.c.updated_at == seen_updated_at)
+                .values(updated_at=time.time())
+            )
+            return result.rowcount == 1

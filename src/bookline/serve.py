@@ -1,0 +1,72 @@
+"""Run one Bookline service in this process: ``bookline serve NAME``.
+
+The service's app factory ``bookline.services.<key>.api:build_app(settings, telemetry)`` is imported
+by its dotted path only when asked for, so one broken or missing service never stops the others
+(or the rest of the CLI) from starting.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from bookline.config import SERVICE_BY_NAME, SERVICES, ServiceSpec, Settings
+
+
+class UnknownServiceError(ValueError):
+    """A name that is neither a service.name nor a service key."""
+
+    def __init__(self, name: str) -> None:
+        valid = ", ".join(f"{s.name} ({s.key})" for s in SERVICES)
+        super().__init__(f"unknown service {name!r}; valid names: {valid}")
+
+
+def resolve_service(name: str) -> ServiceSpec:
+    """The service called ``name``: its ``service.name`` ("booking-service") or key ("booking")."""
+    try:
+        return SERVICE_BY_NAME[name]
+    except KeyError:
+        raise UnknownServiceError(name) from None
+
+
+class ServiceNotBuiltError(RuntimeError):
+    """The service has no ``api`` module (yet); an import error inside one is not this."""
+
+
+def app_factory(service: ServiceSpec) -> Callable[..., Any]:
+    """``build_app`` of the service's api module."""
+    path = f"bookline.services.{service.key}.api"
+    try:
+        module = importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not path.startswith(exc.name):
+            raise  # a module the service imports is missing: its traceback says more
+        raise ServiceNotBuiltError(f"{service.name} has no app: module {path} not found") from None
+    return module.build_app  # type: ignore[no-any-return]
+
+
+def serve(service_name: str, settings: Settings) -> None:
+    """Serve one service with uvicorn until SIGINT/SIGTERM, then flush its telemetry."""
+    import uvicorn
+
+    from bookline.telemetry import setup_telemetry
+
+    service = resolve_service(service_name)
+    build_app = app_factory(service)  # before telemetry: an import error should be the first thing said
+    telemetry = setup_telemetry(service.name, settings, install_global=True)
+    try:
+        app = build_app(settings, telemetry)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port_of(service.name),
+            log_config=None,  # keep the JSON logging set up by telemetry
+            access_log=False,  # the server spans already record every request
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+        # exits with code 3 by itself when the app's startup fails, 1 when the port is taken
+        uvicorn.Server(config).run()
+    finally:
+        telemetry.shutdown()

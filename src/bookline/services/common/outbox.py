@@ -1,0 +1,183 @@
+"""The transactional outbox: an event is written in the same database transaction as the change it
+announces, and a relay publishes it to the queue afterwards.
+
+The row stores the W3C trace context of the transaction that wrote it, so the relay's PRODUCER span
+(``"<topic> publish"``) continues the trace of the request that caused the event, however late it
+runs. Delivery to the queue is at-least-once: a crash between publishing and marking the row only
+republishes the same message id, which the queue stores once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.trace import SpanKind
+from sqlalchemy import Column, Float, Index, MetaData, String, Table, Text, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bookline.adapters.db import Database
+from bookline.adapters.queue.port import MESSAGING_SYSTEM, MessageQueue
+from bookline.telemetry import ServiceTelemetry, extract_context, inject_context
+
+log = logging.getLogger("bookline.outbox")
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """The ``outbox`` table in a service's metadata (its migration creates the same table)."""
+    return Table(
+        "outbox",
+        metadata,
+        Column("event_id", String(64), primary_key=True),
+        Column("topic", String(100), nullable=False),
+        Column("payload", Text, nullable=False),  # JSON
+        Column("headers", Text, nullable=False),  # JSON: the trace context of the writer
+        Column("created_at", Float, nullable=False),  # unix seconds
+        Column("published_at", Float, nullable=True),  # NULL until relayed
+        Index("ix_outbox_published_at", "published_at"),
+    )
+
+
+async def add_to_outbox(
+    conn: AsyncConnection,
+    table: Table,
+    *,
+    topic: str,
+    payload: dict[str, Any],
+    event_id: str | None = None,
+) -> str:
+    """Write an event in the caller's transaction, with the current trace context; returns its id."""
+    event_id = event_id or str(uuid.uuid4())
+    await conn.execute(
+        table.insert().values(
+            event_id=event_id,
+            topic=topic,
+            payload=json.dumps(payload, separators=(",", ":")),
+            headers=json.dumps(inject_context({}), separators=(",", ":")),
+            created_at=time.time(),
+            published_at=None,
+        )
+    )
+    return event_id
+
+
+async def _stop_task(task: asyncio.Task[None], timeout_s: float) -> None:
+    """Let a background loop finish its current step, cancelling it after ``timeout_s``."""
+    _done, pending = await asyncio.wait({task}, timeout=timeout_s)
+    if pending:
+        task.cancel()  # an interrupted step is done again later: every step is idempotent
+        await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "background task %s ended with an error", task.get_name(), exc_info=task.exception()
+        )
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows to the queue, oldest first, from a background task."""
+
+    def __init__(
+        self,
+        db: Database,
+        table: Table,
+        queue: MessageQueue,
+        telemetry: ServiceTelemetry,
+        *,
+        poll_interval_s: float,
+        batch_size: int = 100,
+    ) -> None:
+        self.db = db
+        self.table = table
+        self.queue = queue
+        self.tracer = telemetry.tracer
+        self.poll_interval_s = poll_interval_s
+        self.batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        await _stop_task(task, timeout_s)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unpublished rows; returns how many were published.
+
+        Stops at the first row that fails (it is retried on the next call), so events of one
+        service leave in the order they were written.
+        """
+        t = self.table
+        # an idle poll every few hundred ms must not leave a root trace of its SELECT each time
+        with suppress_instrumentation():
+            async with self.db.read() as conn:
+                rows = (
+                    await conn.execute(
+                        select(t.c.event_id, t.c.topic, t.c.payload, t.c.headers)
+                        .where(t.c.published_at.is_(None))
+                        .order_by(t.c.created_at, t.c.event_id)
+                        .limit(self.batch_size)
+                    )
+                ).all()
+        published = 0
+        for row in rows:
+            await self._publish(
+                row.event_id, row.topic, json.loads(row.payload), json.loads(row.headers)
+            )
+            published += 1
+        return published
+
+    async def _publish(
+        self, event_id: str, topic: str, payload: dict[str, Any], stored_headers: dict[str, str]
+    ) -> None:
+        attributes: dict[str, Any] = {
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.name": "publish",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.message.id": event_id,
+        }
+        if payload.get("reservation_id") is not None:
+            attributes["booking.reservation_id"] = str(payload["reservation_id"])
+        with self.tracer.start_as_current_span(
+            f"{topic} publish",
+            context=extract_context(stored_headers),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+            record_exception=True,
+            set_status_on_exception=True,
+        ):
+            # the message carries the PRODUCER span, so the consumer's span is its child
+            headers = inject_context({})
+            await self.queue.publish(topic, payload, headers=headers, message_id=event_id)
+            async with self.db.write() as conn:
+                await conn.execute(
+                    update(self.table)
+                    .where(self.table.c.event_id == event_id, self.table.c.published_at.is_(None))
+                    .values(published_at=time.time())
+                )
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            published = 0
+            try:
+                published = await self.relay_once()
+            except Exception:  # noqa: BLE001 - the relay outlives a busy database or queue
+                log.exception("outbox relay failed; retrying")
+            if published >= self.batch_size:
+                continue  # more are waiting
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
+            except TimeoutError:
+                pass

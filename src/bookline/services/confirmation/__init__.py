@@ -1,0 +1,1 @@
+"""confirmation-service: bookings (confirmed, cancelled), confirmation codes and the outbox."""

@@ -1,0 +1,3 @@
+from bookline.adapters.migrations import run_env
+
+run_env()

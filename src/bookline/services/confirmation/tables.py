@@ -1,0 +1,28 @@
+"""The tables confirmation-service owns."""
+
+from sqlalchemy import Column, Date, Float, Integer, MetaData, String, Table
+
+from bookline.services.common.outbox import outbox_table
+
+metadata = MetaData()
+
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("reservation_id", String(40), primary_key=True),
+    Column("booking_id", String(40), nullable=False, unique=True),
+    Column("confirmation_code", String(20), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # confirmed | cancelled
+    Column("user_id", String(64), nullable=False),
+    Column("property_id", String(40), nullable=False),
+    Column("room_id", String(60), nullable=False),
+    Column("check_in", Date, nullable=False),
+    Column("check_out", Date, nullable=False),
+    Column("total_minor", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("payment_transaction_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+outbox = outbox_table(metadata)

@@ -1,0 +1,153 @@
+"""payment-gateway HTTP API: card tokens, authorizations with capture, void and refund, the ledger."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from bookline.adapters.db import Database
+from bookline.adapters.migrations import script_location, upgrade
+from bookline.config import Settings
+from bookline.services import gateway
+from bookline.services.common.app import create_service_app
+from bookline.services.gateway import handlers
+from bookline.services.gateway.handlers import KeyedRequest, Reply
+from bookline.telemetry import ServiceTelemetry
+
+NAME = "payment-gateway"
+
+Money = Annotated[int, Field(gt=0, le=10**12, strict=True)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+class CardIn(BaseModel):
+    """A card to tokenize. Loosely typed on purpose: every check, and its ``invalid_card`` answer,
+    is in ``cards.examine_card``; ``repr=False`` keeps the values out of any repr or log."""
+
+    number: str | int = Field(repr=False)
+    exp_month: int | str = Field(repr=False)
+    exp_year: int | str = Field(repr=False)
+    cvc: str | int = Field(repr=False)
+
+
+class AuthorizeIn(BaseModel):
+    token: str = Field(min_length=1, max_length=40)
+    amount_minor: Money
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    reservation_id: str = Field(min_length=1, max_length=64)
+
+
+class AmountIn(BaseModel):
+    amount_minor: Money | None = None
+
+
+def _json(reply: Reply) -> JSONResponse:
+    return JSONResponse(reply.body, status_code=reply.status)
+
+
+def build_app(
+    settings: Settings, telemetry: ServiceTelemetry, *, rng: random.Random | None = None
+) -> FastAPI:
+    """The gateway app. ``rng`` decides the random faults (pass a seeded one for a repeatable run)."""
+    db = Database(settings.database_url_of(NAME), schema=settings.schema_of(NAME))
+    sim = handlers.Simulation.from_settings(settings, rng)
+    tracer = telemetry.tracer
+
+    async def startup() -> None:
+        await upgrade(db, script_location(gateway.__file__))
+        telemetry.instrument_engine(db.engine)
+
+    async def shutdown() -> None:
+        await db.dispose()
+
+    app = create_service_app(
+        title="Bookline payment-gateway",
+        telemetry=telemetry,
+        db=db,
+        max_body_bytes=settings.max_body_bytes,
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+    )
+
+    @app.post("/v1/tokens", status_code=201)
+    async def create_token(body: CardIn) -> dict[str, Any]:
+        return await handlers.tokenize(
+            db=db,
+            tracer=tracer,
+            number=body.number,
+            exp_month=body.exp_month,
+            exp_year=body.exp_year,
+            cvc=body.cvc,
+            today=datetime.now(UTC).date(),
+        )
+
+    @app.post("/v1/authorizations", status_code=201)
+    async def authorize(body: AuthorizeIn, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+        request = KeyedRequest.of(idempotency_key, "authorize", **body.model_dump())
+        return _json(await handlers.authorize(db=db, tracer=tracer, sim=sim, request=request, **body.model_dump()))
+
+    @app.post("/v1/authorizations/{auth_id}/capture")
+    async def capture(
+        auth_id: str,
+        body: Annotated[AmountIn | None, Body()] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        amount = body.amount_minor if body else None
+        request = KeyedRequest.of(idempotency_key, "capture", auth_id=auth_id, amount_minor=amount)
+        return _json(
+            await handlers.change(
+                db=db,
+                tracer=tracer,
+                sim=sim,
+                request=request,
+                auth_id=auth_id,
+                plan=lambda auth: handlers.plan_capture(auth, amount),
+            )
+        )
+
+    @app.post("/v1/authorizations/{auth_id}/void")
+    async def void(auth_id: str, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+        request = KeyedRequest.of(idempotency_key, "void", auth_id=auth_id)
+        return _json(
+            await handlers.change(
+                db=db, tracer=tracer, sim=sim, request=request, auth_id=auth_id, plan=handlers.plan_void
+            )
+        )
+
+    @app.post("/v1/authorizations/{auth_id}/refund")
+    async def refund(
+        auth_id: str,
+        body: Annotated[AmountIn | None, Body()] = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        amount = body.amount_minor if body else None
+        request = KeyedRequest.of(idempotency_key, "refund", auth_id=auth_id, amount_minor=amount)
+        return _json(
+            await handlers.change(
+                db=db,
+                tracer=tracer,
+                sim=sim,
+                request=request,
+                auth_id=auth_id,
+                plan=lambda auth: handlers.plan_refund(auth, amount),
+            )
+        )
+
+    @app.get("/v1/authorizations/{auth_id}")
+    async def get_authorization(auth_id: str) -> dict[str, Any]:
+        return await handlers.get_authorization(db=db, auth_id=auth_id)
+
+    @app.get("/v1/authorizations")
+    async def find_authorization(idempotency_key: str) -> dict[str, Any]:
+        return await handlers.find_by_idempotency_key(db=db, key=idempotency_key)
+
+    @app.get("/v1/ledger")
+    async def ledger(reservation_id: str) -> dict[str, Any]:
+        return await handlers.ledger(db=db, reservation_id=reservation_id)
+
+    return app

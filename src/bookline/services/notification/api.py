@@ -1,0 +1,87 @@
+"""notification-service HTTP API (health, and the sent-notification log for audits) and the
+lifecycle of its queue consumer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import FastAPI, Query
+from pydantic import BaseModel
+
+from bookline.adapters.db import Database
+from bookline.adapters.mail import EmlMailer
+from bookline.adapters.migrations import script_location, upgrade
+from bookline.adapters.queue.sqlite import SqliteQueue
+from bookline.config import Settings
+from bookline.services import notification
+from bookline.services.common.app import create_service_app
+from bookline.services.notification import handlers
+from bookline.services.notification.consumer import NotificationConsumer
+from bookline.telemetry import ServiceTelemetry
+
+NAME = "notification-service"
+
+
+class NotificationPublic(BaseModel):
+    booking_id: str
+    kind: str
+    message_id: str
+    reservation_id: str | None
+    sent_at: float
+
+
+class NotificationList(BaseModel):
+    notifications: list[NotificationPublic]
+
+
+@dataclass
+class _Running:
+    queue: SqliteQueue | None = None
+    consumer: NotificationConsumer | None = None
+
+
+def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
+    db = Database(settings.database_url_of(NAME), schema=settings.schema_of(NAME))
+    mailer = EmlMailer(settings.mail_dir)
+    running = _Running()
+
+    async def startup() -> None:
+        await upgrade(db, script_location(notification.__file__))
+        telemetry.instrument_engine(db.engine)
+        queue = SqliteQueue(
+            settings.queue_path, visibility_timeout_s=settings.queue_visibility_timeout_s
+        )
+        consumer = NotificationConsumer(
+            queue, db, mailer, telemetry, poll_interval_s=settings.queue_poll_interval_s
+        )
+        running.queue, running.consumer = queue, consumer
+        consumer.start()
+
+    async def shutdown() -> None:
+        consumer, queue = running.consumer, running.queue
+        running.consumer = running.queue = None
+        if consumer is not None:
+            await consumer.stop()
+        if queue is not None:
+            await queue.close()
+        await db.dispose()
+
+    app = create_service_app(
+        title="Bookline notification-service",
+        telemetry=telemetry,
+        db=db,
+        max_body_bytes=settings.max_body_bytes,
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+    )
+
+    @app.get("/notifications")
+    async def list_notifications(
+        booking_id: Annotated[str | None, Query(max_length=40)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> NotificationList:
+        rows = await handlers.list_notifications(db=db, booking_id=booking_id, limit=limit)
+        return NotificationList(notifications=[NotificationPublic(**row) for row in rows])
+
+    return app

@@ -1,0 +1,165 @@
+"""The HTTP API of pricing-engine: ``POST /prices``, ``POST /quotes``, ``GET /quotes/{quote_id}``."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+import bookline.services.pricing as pricing_package
+from bookline.adapters.db import Database
+from bookline.adapters.migrations import script_location, upgrade
+from bookline.config import Settings
+from bookline.domain.pricing import PricedStay
+from bookline.services.common.app import create_service_app
+from bookline.services.pricing import handlers
+from bookline.services.pricing.handlers import Quote
+from bookline.telemetry import ServiceTelemetry
+
+SERVICE = "pricing-engine"
+MAX_ROOMS_PER_REQUEST = 500
+MAX_GUESTS = 20
+
+PropertyId = Annotated[str, Field(min_length=1, max_length=40)]
+RoomId = Annotated[str, Field(min_length=1, max_length=60)]
+Guests = Annotated[int, Field(ge=1, le=MAX_GUESTS)]
+
+
+class PricesRequest(BaseModel):
+    property_id: PropertyId
+    room_ids: list[RoomId] = Field(min_length=1, max_length=MAX_ROOMS_PER_REQUEST)
+    check_in: date
+    check_out: date
+    guests: Guests
+
+
+class QuoteRequest(BaseModel):
+    property_id: PropertyId
+    room_id: RoomId
+    check_in: date
+    check_out: date
+    guests: Guests
+
+
+class NightPublic(BaseModel):
+    night: date
+    amount_minor: int
+    rules: list[str]
+
+
+class PricedStayPublic(BaseModel):
+    currency: str
+    nights: list[NightPublic]
+    subtotal_minor: int
+    taxes_minor: int
+    total_minor: int
+    rules_applied: list[str]
+
+
+class RoomPricePublic(PricedStayPublic):
+    room_id: str
+
+
+class PricesPublic(BaseModel):
+    prices: list[RoomPricePublic]
+
+
+class QuotePublic(PricedStayPublic):
+    quote_id: str
+    property_id: str
+    room_id: str
+    check_in: date
+    check_out: date
+    guests: int
+    expires_at: datetime
+    expired: bool
+
+
+def _priced_fields(priced: PricedStay) -> dict[str, object]:
+    return {
+        "currency": priced.total.currency,
+        "nights": [
+            {"night": n.night, "amount_minor": n.amount_minor, "rules": n.rules}
+            for n in priced.nights
+        ],
+        "subtotal_minor": priced.subtotal.minor,
+        "taxes_minor": priced.taxes.minor,
+        "total_minor": priced.total.minor,
+        "rules_applied": priced.rules_applied,
+    }
+
+
+def _quote_public(quote: Quote, now: float) -> QuotePublic:
+    return QuotePublic(
+        quote_id=quote.quote_id,
+        property_id=quote.property_id,
+        room_id=quote.room_id,
+        check_in=quote.stay.check_in,
+        check_out=quote.stay.check_out,
+        guests=quote.guests,
+        expires_at=datetime.fromtimestamp(quote.expires_at, UTC),
+        expired=quote.is_expired(now),
+        **_priced_fields(quote.priced),  # type: ignore[arg-type]
+    )
+
+
+def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
+    db = Database(settings.database_url_of(SERVICE), schema=settings.schema_of(SERVICE))
+
+    async def migrate_and_instrument() -> None:
+        await upgrade(db, script_location(pricing_package.__file__))
+        telemetry.instrument_engine(db.engine)
+
+    app = create_service_app(
+        title=SERVICE,
+        telemetry=telemetry,
+        db=db,
+        max_body_bytes=settings.max_body_bytes,
+        on_startup=[migrate_and_instrument],
+        on_shutdown=[db.dispose],
+    )
+
+    @app.post("/prices")
+    async def post_prices(body: PricesRequest) -> PricesPublic:
+        """Price a stay in each listed room that has a rate plan; rooms without one are left out."""
+        priced = await handlers.price_rooms(
+            db=db,
+            tracer=telemetry.tracer,
+            property_id=body.property_id,
+            room_ids=body.room_ids,
+            stay=handlers.stay_of(body.check_in, body.check_out, max_nights=settings.max_stay_nights),
+            guests=body.guests,
+        )
+        return PricesPublic(
+            prices=[
+                RoomPricePublic(room_id=room_id, **_priced_fields(stay))  # type: ignore[arg-type]
+                for room_id, stay in priced
+            ]
+        )
+
+    @app.post("/quotes", status_code=201)
+    async def post_quote(body: QuoteRequest) -> QuotePublic:
+        """Price a stay in one room and keep the quote for ``quote_ttl_seconds``."""
+        now = time.time()
+        quote = await handlers.create_quote(
+            db=db,
+            tracer=telemetry.tracer,
+            property_id=body.property_id,
+            room_id=body.room_id,
+            stay=handlers.stay_of(body.check_in, body.check_out, max_nights=settings.max_stay_nights),
+            guests=body.guests,
+            ttl_seconds=settings.quote_ttl_seconds,
+            now=now,
+        )
+        return _quote_public(quote, now)
+
+    @app.get("/quotes/{quote_id}")
+    async def get_quote(quote_id: str) -> QuotePublic:
+        """A quote by id; an expired quote is still returned, with ``expired: true``."""
+        quote = await handlers.get_quote(db=db, quote_id=quote_id)
+        return _quote_public(quote, time.time())
+
+    return app

@@ -1,0 +1,1 @@
+"""Helpers of the test suite: the in-process stack, PostgreSQL schemas, span queries."""

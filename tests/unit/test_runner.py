@@ -1,0 +1,246 @@
+"""The supervisor behind ``bookline up``, exercised with tiny fake services (``python -c`` programs).
+
+Signals are sent to a real supervisor process, because what matters is what the operating system
+sees afterwards: no child left behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bookline.config import SERVICES, Settings
+from bookline.runner import ChildSpec, Supervisor, service_children
+
+# a stand-in service: answers GET /readyz with the status it is given, prints its pid
+FAKE_SERVICE = r"""
+import http.server, os, signal, sys
+port, status, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(status if self.path == "/readyz" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+print(f"fake service pid={os.getpid()} on {port}", flush=True)
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+SUPERVISOR_SCRIPT = """
+import json, sys
+from bookline.runner import ChildSpec, Supervisor
+children = [ChildSpec(**c) for c in json.loads(sys.argv[1])]
+sys.exit(Supervisor(children).run())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fake(name: str, *, status: int = 200, mode: str = "normal") -> ChildSpec:
+    port = free_port()
+    return ChildSpec(name, [sys.executable, "-c", FAKE_SERVICE, str(port), str(status), mode], port)
+
+
+def exits_with(name: str, code: int, after: float = 0.3) -> ChildSpec:
+    program = f"import time; time.sleep({after}); raise SystemExit({code})"
+    return ChildSpec(name, [sys.executable, "-c", program], free_port())
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie waiting to be reaped."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def captured() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, highlight=False), out
+
+
+class SupervisorProcess:
+    """A supervisor running as its own process, with its output collected line by line."""
+
+    def __init__(self, children: list[ChildSpec]) -> None:
+        data = json.dumps([{"name": c.name, "command": list(c.command), "port": c.port} for c in children])
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISOR_SCRIPT, data],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def child_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"pid=(\d+)", self.output)]
+
+
+@pytest.fixture
+def supervisor_process() -> Iterator[list[SupervisorProcess]]:
+    started: list[SupervisorProcess] = []
+    yield started
+    for sup in started:  # never leave a supervisor or its children behind, even when a test fails
+        if sup.process.poll() is None:
+            sup.process.kill()
+            sup.process.wait()
+        for pid in sup.child_pids():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_announces_up_once_every_child_answers_readyz_and_prefixes_their_output() -> None:
+    console, out = captured()
+    children = [fake("alpha-service"), fake("beta-service")]
+    supervisor = Supervisor(children, console=console)
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(supervisor.run()))
+    runner.start()
+    try:
+        assert wait_until(lambda: "Bookline is up" in out.getvalue(), 15), out.getvalue()
+    finally:
+        supervisor.request_stop("test over")
+        runner.join(10)
+
+    text = out.getvalue()
+    up_line = next(line for line in text.splitlines() if "Bookline is up" in line)
+    for child in children:
+        assert f"{child.name} {child.url}" in up_line
+        assert re.search(rf"^{child.name}\s*│ fake service pid=\d+ on {child.port}$", text, re.M), text
+    assert result == [0]
+    assert not any(alive(pid) for pid in supervisor.pids)
+
+
+def test_a_child_that_exits_stops_the_others_and_the_supervisor_fails() -> None:
+    console, out = captured()
+    supervisor = Supervisor([fake("steady-service"), exits_with("crashy-service", 3)], console=console)
+
+    code = supervisor.run()
+
+    assert code == 1
+    assert "crashy-service exited unexpectedly with code 3" in out.getvalue()
+    assert not any(alive(pid) for pid in supervisor.pids)
+
+
+def test_children_not_ready_in_time_are_named_and_everything_stops() -> None:
+    console, out = captured()
+    supervisor = Supervisor(
+        [fake("ready-service"), fake("sulky-service", status=503)], console=console, ready_timeout=1.5
+    )
+
+    started = time.monotonic()
+    code = supervisor.run()
+
+    assert code == 1
+    assert time.monotonic() - started < 8
+    report = next(line for line in out.getvalue().splitlines() if "not ready after" in line)
+    assert "sulky-service" in report and "HTTP 503" in report
+    assert "ready-service" not in report
+    assert not any(alive(pid) for pid in supervisor.pids)
+
+
+def test_a_port_in_use_fails_fast_naming_the_port_and_the_service() -> None:
+    console, out = captured()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        supervisor = Supervisor(
+            [fake("free-service"), ChildSpec("blocked-service", [sys.executable, "-c", "pass"], port)],
+            console=console,
+        )
+        code = supervisor.run()
+
+    assert code == 1
+    assert f"port {port} (127.0.0.1) needed by blocked-service is already in use" in out.getvalue()
+    assert supervisor.pids == []  # nothing was started
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_every_child_within_five_seconds_even_one_that_ignores_sigterm(
+    sig: signal.Signals, supervisor_process: list[SupervisorProcess]
+) -> None:
+    sup = SupervisorProcess([fake("polite-service"), fake("stubborn-service", mode="stubborn")])
+    supervisor_process.append(sup)
+    assert wait_until(lambda: "Bookline is up" in sup.output and len(sup.child_pids()) == 2, 15), sup.output
+    pids = sup.child_pids()
+
+    sent = time.monotonic()
+    sup.process.send_signal(sig)
+    code = sup.process.wait(timeout=10)
+    took = time.monotonic() - sent
+
+    assert took < 5, f"stopping took {took:.1f} s"
+    assert code == 0
+    assert not any(alive(pid) for pid in pids)
+    assert "stubborn-service did not stop" in sup.output  # the SIGKILL fallback was needed
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_children_die_with_a_supervisor_that_is_killed(
+    supervisor_process: list[SupervisorProcess],
+) -> None:
+    sup = SupervisorProcess([fake("orphan-a-service"), fake("orphan-b-service")])
+    supervisor_process.append(sup)
+    assert wait_until(lambda: len(sup.child_pids()) == 2, 15), sup.output
+    pids = sup.child_pids()
+
+    sup.process.kill()  # SIGKILL: no clean-up code of the supervisor runs
+    sup.process.wait()
+
+    assert wait_until(lambda: not any(alive(pid) for pid in pids), 3)
+
+
+def test_bookline_up_supervises_every_service_on_the_ports_of_the_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", booking_port=9100, notification_port=9105)
+
+    children = service_children(settings)
+
+    assert [c.name for c in children] == [s.name for s in SERVICES]
+    booking, notification = children[0], children[-1]
+    assert booking.command[1:] == ["-m", "bookline", "serve", "booking-service"]
+    assert (booking.port, notification.port) == (9100, 9105)
+    assert booking.env is not None
+    assert booking.env["BOOKLINE_DATA_DIR"] == str((tmp_path / "data").resolve())
