@@ -209,10 +209,7 @@ class Supervisor:
             fresh.restarts = child.restarts + 1
             self._running[self._running.index(child)] = fresh
             return True
-        self._say(
-            f"✗ {child.spec.name} exited unexpectedly with code {returncode}; stopping the others",
-            "bold red",
-        )
+        self._say(f"✗ {child.spec.name} {_describe_exit(returncode)}; stopping the others", "bold red")
         return False
 
     def _probe(self, http: httpx.Client) -> bool:
@@ -307,6 +304,16 @@ class Supervisor:
     def _say(self, message: str, style: str) -> None:
         with self._print_lock:
             self.console.print(Text(message, style=style), soft_wrap=True)
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:  # Popen's way of saying a signal ended the process
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name} (exit code {returncode})"
+    return f"exited unexpectedly with code {returncode}"
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

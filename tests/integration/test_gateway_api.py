@@ -120,7 +120,9 @@ async def test_tokenize_authorize_capture_refund_adds_up_in_the_ledger(gw):
 
 async def test_partial_capture_then_default_refund_returns_what_was_captured(gw):
     auth = (await gw.authorize(await gw.token(), "pay-1", amount=10_000)).json()
-    assert (await gw.act(auth["id"], "capture", "cap-1", amount_minor=7_000)).json()["captured_minor"] == 7_000
+    assert (await gw.act(auth["id"], "capture", "cap-1", amount_minor=7_000)).json()[
+        "captured_minor"
+    ] == 7_000
     refunded = (await gw.act(auth["id"], "refund", "ref-1")).json()
     assert (refunded["status"], refunded["refunded_minor"]) == ("refunded", 7_000)
 
@@ -175,7 +177,9 @@ async def test_unknown_token_and_unknown_authorization_are_not_found(gw):
 
 @pytest.mark.parametrize("path", ["", "/auth_x/capture", "/auth_x/void", "/auth_x/refund"])
 async def test_every_post_on_authorizations_needs_an_idempotency_key(gw, path):
-    body = {"token": "tok_x", "amount_minor": 1, "currency": "EUR", "reservation_id": "r"} if not path else None
+    body = (
+        {"token": "tok_x", "amount_minor": 1, "currency": "EUR", "reservation_id": "r"} if not path else None
+    )
     response = await gw.http.post(f"/v1/authorizations{path}", json=body)
     assert (response.status_code, response.json()["error"]["code"]) == (400, "missing_idempotency_key")
 

@@ -169,5 +169,7 @@ async def test_a_capture_key_reused_for_another_amount_is_refused(http):
 
 async def test_a_key_is_scoped_to_its_operation(http):
     auth = (await authorize(http, await token(http), "res_1")).json()
-    captured = await http.post(f"/v1/authorizations/{auth['id']}/capture", headers={"Idempotency-Key": "res_1"})
+    captured = await http.post(
+        f"/v1/authorizations/{auth['id']}/capture", headers={"Idempotency-Key": "res_1"}
+    )
     assert (captured.status_code, captured.json()["status"]) == (200, "captured")

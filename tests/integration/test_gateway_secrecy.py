@@ -39,7 +39,11 @@ def _all_text(spans) -> str:
 def _contains_a_number(data: str | bytes, numbers: list[str]) -> list[str]:
     found = []
     for number in numbers:
-        for form in {number, number.replace(" ", ""), " ".join(number[i : i + 4] for i in range(0, len(number), 4))}:
+        for form in {
+            number,
+            number.replace(" ", ""),
+            " ".join(number[i : i + 4] for i in range(0, len(number), 4)),
+        }:
             needle = form.encode() if isinstance(data, bytes) else form
             if needle in data:
                 found.append(form)
@@ -62,12 +66,20 @@ async def test_no_card_number_cvc_or_expiry_reaches_the_database_spans_logs_or_e
                 made = await http.post("/v1/tokens", json={"number": number, "cvc": CVC, **EXP})
                 assert made.status_code == 201
                 bodies.append(made.text)
-                body = {"token": made.json()["token"], "amount_minor": 100, "currency": "EUR", "reservation_id": "r"}
-                answer = await http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": f"k{i}"})
+                body = {
+                    "token": made.json()["token"],
+                    "amount_minor": 100,
+                    "currency": "EUR",
+                    "reservation_id": "r",
+                }
+                answer = await http.post(
+                    "/v1/authorizations", json=body, headers={"Idempotency-Key": f"k{i}"}
+                )
                 bodies.append(answer.text)
                 if answer.status_code == 201:
                     captured = await http.post(
-                        f"/v1/authorizations/{answer.json()['id']}/capture", headers={"Idempotency-Key": f"c{i}"}
+                        f"/v1/authorizations/{answer.json()['id']}/capture",
+                        headers={"Idempotency-Key": f"c{i}"},
                     )
                     bodies.append(captured.text)
             for number in BAD_NUMBERS:

@@ -60,11 +60,6 @@ def fake(name: str, *, status: int = 200, mode: str = "normal") -> ChildSpec:
     return ChildSpec(name, [sys.executable, "-c", FAKE_SERVICE, str(port), str(status), mode], port)
 
 
-def exits_with(name: str, code: int, after: float = 0.3) -> ChildSpec:
-    program = f"import time; time.sleep({after}); raise SystemExit({code})"
-    return ChildSpec(name, [sys.executable, "-c", program], free_port())
-
-
 def alive(pid: int) -> bool:
     """Whether a process exists and is not a zombie waiting to be reaped."""
     try:
@@ -153,14 +148,26 @@ def test_announces_up_once_every_child_answers_readyz_and_prefixes_their_output(
     assert not any(alive(pid) for pid in supervisor.pids)
 
 
-def test_a_child_that_exits_stops_the_others_and_the_supervisor_fails() -> None:
+@pytest.mark.parametrize(
+    ("ending", "reported"),
+    [
+        ("raise SystemExit(3)", "crashy-service exited unexpectedly with code 3"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "crashy-service was killed by SIGKILL (exit code -9)"),
+    ],
+)
+def test_a_child_that_exits_stops_the_others_and_the_supervisor_fails(ending: str, reported: str) -> None:
     console, out = captured()
-    supervisor = Supervisor([fake("steady-service"), exits_with("crashy-service", 3)], console=console)
+    crashy = ChildSpec(
+        "crashy-service",
+        [sys.executable, "-c", f"import os, signal, time; time.sleep(0.3); {ending}"],
+        free_port(),
+    )
+    supervisor = Supervisor([fake("steady-service"), crashy], console=console)
 
     code = supervisor.run()
 
     assert code == 1
-    assert "crashy-service exited unexpectedly with code 3" in out.getvalue()
+    assert reported in out.getvalue()
     assert not any(alive(pid) for pid in supervisor.pids)
 
 

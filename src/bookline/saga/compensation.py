@@ -12,6 +12,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bookline.domain.errors import BooklineError
+from bookline.saga.spans import step_span
 from bookline.saga.deps import SagaDeps, payment_key
 from bookline.saga.store import OPEN
 
@@ -33,7 +34,7 @@ async def return_money(deps: SagaDeps, booking: Any) -> str:
     auth = await find_authorization(deps, booking)
     status = auth["status"] if auth else "none"
     name = "payment.refund" if status == "captured" else "payment.void"
-    with deps.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, record_exception=False) as span:
+    with step_span(deps.tracer, name, SpanKind.CLIENT) as span:
         span.set_attribute("booking.reservation_id", booking.reservation_id)
         if auth is None or status not in ("authorized", "captured"):
             span.set_attribute("payment.status", status)
@@ -55,7 +56,7 @@ async def return_money(deps: SagaDeps, booking: Any) -> str:
 
 
 async def release_lock(deps: SagaDeps, booking: Any) -> None:
-    with deps.tracer.start_as_current_span("booking.release_lock", record_exception=False) as span:
+    with step_span(deps.tracer, "booking.release_lock") as span:
         span.set_attribute("booking.reservation_id", booking.reservation_id)
         try:
             result = await deps.availability.release_hold(booking.reservation_id)
@@ -66,7 +67,7 @@ async def release_lock(deps: SagaDeps, booking: Any) -> None:
 
 
 async def restore_inventory(deps: SagaDeps, booking: Any) -> None:
-    with deps.tracer.start_as_current_span("booking.restore_inventory", record_exception=False) as span:
+    with step_span(deps.tracer, "booking.restore_inventory") as span:
         span.set_attribute("booking.reservation_id", booking.reservation_id)
         try:
             result = await deps.availability.restore_inventory(booking.reservation_id)
@@ -82,7 +83,7 @@ async def rollback(deps: SagaDeps, booking: Any, *, reason: str) -> bool:
     todo = [s for s in ORDER if steps.get(s) in OPEN]
     if not todo:
         return True
-    with deps.tracer.start_as_current_span("booking.rollback", record_exception=False) as span:
+    with step_span(deps.tracer, "booking.rollback") as span:
         span.set_attribute("booking.rollback.reason", reason)
         span.set_attribute("booking.rollback.steps", todo)
         span.set_attribute("booking.reservation_id", booking.reservation_id)

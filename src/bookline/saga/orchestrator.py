@@ -33,6 +33,7 @@ from bookline.domain.errors import (
 )
 from bookline.saga import steps
 from bookline.saga.compensation import return_money, rollback
+from bookline.saga.spans import step_span
 from bookline.saga.deps import SagaDeps
 from bookline.saga.steps import BookingRequest
 from bookline.saga.store import KeyTaken, StoredResponse
@@ -108,7 +109,7 @@ class Orchestrator:
                 return replay(seen, body_hash)
         started = time.monotonic()
         ids = {"booking_id": req.booking_id, "reservation_id": req.reservation_id}
-        with deps.tracer.start_as_current_span("booking.create", record_exception=False) as span:
+        with step_span(deps.tracer, "booking.create") as span:
             span.set_attribute("booking.id", req.booking_id)
             span.set_attribute("booking.user_id", req.user_id)
             span.set_attribute("booking.source", req.source)
@@ -254,7 +255,7 @@ class Orchestrator:
     async def cancel_booking(self, booking_id: str) -> dict:
         """Cancel a confirmed booking: the confirmation (which frees the nights), then the refund."""
         deps = self.deps
-        with deps.tracer.start_as_current_span("booking.cancel", record_exception=False) as span:
+        with step_span(deps.tracer, "booking.cancel") as span:
             span.set_attribute("booking.id", booking_id)
             booking = await deps.store.get(booking_id)
             span.set_attribute("booking.reservation_id", booking.reservation_id)
@@ -269,7 +270,7 @@ class Orchestrator:
     async def finish_cancel(self, booking: Any) -> None:
         """The idempotent part of a cancellation, also run by recovery."""
         deps = self.deps
-        with deps.tracer.start_as_current_span("booking.restore_inventory", record_exception=False) as span:
+        with step_span(deps.tracer, "booking.restore_inventory") as span:
             span.set_attribute("booking.reservation_id", booking.reservation_id)
             await deps.confirmation.cancel(booking.reservation_id)
         await deps.store.finish(

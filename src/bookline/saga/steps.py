@@ -18,6 +18,7 @@ from bookline.domain.errors import (
     Unavailable,
 )
 from bookline.domain.stay import StayDates
+from bookline.saga.spans import step_span
 from bookline.saga.deps import SagaDeps, payment_key
 
 
@@ -44,7 +45,7 @@ class PaymentOutcomeUnknown(DependencyTimeout):
 
 async def check_availability(deps: SagaDeps, req: BookingRequest) -> list[dict]:
     """The free rooms for the stay; raises 404/422 for a property or room that cannot take the guests."""
-    with deps.tracer.start_as_current_span("booking.check_availability", record_exception=False) as span:
+    with step_span(deps.tracer, "booking.check_availability") as span:
         span.set_attribute("booking.check_in", req.stay.check_in.isoformat())
         span.set_attribute("booking.check_out", req.stay.check_out.isoformat())
         span.set_attribute("booking.guests", req.guests)
@@ -81,16 +82,20 @@ def choose_room(req: BookingRequest, free_rooms: list[dict], pick: Any) -> str:
 
 
 async def price_quote(deps: SagaDeps, req: BookingRequest, room_id: str) -> dict:
-    with deps.tracer.start_as_current_span("booking.price_quote", record_exception=False) as span:
+    with step_span(deps.tracer, "booking.price_quote") as span:
         span.set_attribute("booking.room_id", room_id)
         span.set_attribute("booking.nights", req.stay.nights)
-        quote = await deps.pricing.create_quote(
-            property_id=req.property_id,
-            room_id=room_id,
-            check_in=req.stay.check_in,
-            check_out=req.stay.check_out,
-            guests=req.guests,
-        )
+        try:
+            quote = await deps.pricing.create_quote(
+                property_id=req.property_id,
+                room_id=room_id,
+                check_in=req.stay.check_in,
+                check_out=req.stay.check_out,
+                guests=req.guests,
+            )
+        except BooklineError as exc:
+            span.set_status(Status(StatusCode.ERROR, exc.message))
+            raise
         span.set_attribute("pricing.quote_id", quote["quote_id"])
         span.set_attribute("pricing.total_minor", quote["total_minor"])
         span.set_attribute("pricing.currency", quote["currency"])
@@ -101,7 +106,7 @@ async def price_quote(deps: SagaDeps, req: BookingRequest, room_id: str) -> dict
 async def acquire_lock(deps: SagaDeps, req: BookingRequest, room_id: str) -> dict:
     """Place the hold (the reservation lock); contention is an event and an ERROR on this span."""
     ttl = deps.settings.hold_ttl_seconds
-    with deps.tracer.start_as_current_span("booking.acquire_lock", record_exception=False) as span:
+    with step_span(deps.tracer, "booking.acquire_lock") as span:
         span.set_attribute("booking.reservation_id", req.reservation_id)
         span.set_attribute("booking.lock_type", "pessimistic")
         span.set_attribute("booking.lock_ttl_ms", int(ttl * 1000))
@@ -135,9 +140,7 @@ async def process_payment(deps: SagaDeps, req: BookingRequest, *, amount_minor: 
     """Authorize the quoted amount. A timeout is an unknown outcome: ask the gateway under our
     idempotency key before deciding, and retry (same key, so never a second charge) if it has nothing."""
     key = payment_key("auth", req.reservation_id)
-    with deps.tracer.start_as_current_span(
-        "booking.process_payment", kind=SpanKind.CLIENT, record_exception=False
-    ) as span:
+    with step_span(deps.tracer, "booking.process_payment", SpanKind.CLIENT) as span:
         span.set_attribute("booking.reservation_id", req.reservation_id)
         span.set_attribute("payment.method", req.payment_method)
         span.set_attribute("payment.currency", currency)
@@ -201,7 +204,7 @@ def _outcome(deps: SagaDeps, status: str, method: str) -> None:
 
 async def confirm(deps: SagaDeps, req: BookingRequest, *, room_id: str, auth: dict, quote: dict) -> dict:
     """Commit the hold into booked nights and create the booking (confirmation-service)."""
-    with deps.tracer.start_as_current_span("booking.confirm", record_exception=False) as span:
+    with step_span(deps.tracer, "booking.confirm") as span:
         span.set_attribute("booking.reservation_id", req.reservation_id)
         span.set_attribute("payment.transaction_id", auth["id"])
         try:
@@ -228,7 +231,7 @@ async def confirm(deps: SagaDeps, req: BookingRequest, *, room_id: str, auth: di
 
 
 async def capture(deps: SagaDeps, *, reservation_id: str, auth_id: str, amount_minor: int) -> dict:
-    with deps.tracer.start_as_current_span("payment.capture", kind=SpanKind.CLIENT, record_exception=False) as span:
+    with step_span(deps.tracer, "payment.capture", SpanKind.CLIENT) as span:
         span.set_attribute("booking.reservation_id", reservation_id)
         span.set_attribute("payment.transaction_id", auth_id)
         try:

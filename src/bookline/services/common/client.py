@@ -12,9 +12,13 @@ import httpx
 from bookline.domain import errors
 from bookline.domain.errors import (
     BooklineError,
+    Conflict,
     DependencyFailed,
     DependencyTimeout,
     DependencyUnavailable,
+    InvalidRequest,
+    NotFound,
+    PaymentDeclined,
 )
 from bookline.telemetry import ServiceTelemetry
 
@@ -22,6 +26,13 @@ _BY_CODE: dict[str, type[BooklineError]] = {
     cls.code: cls
     for cls in vars(errors).values()
     if isinstance(cls, type) and issubclass(cls, BooklineError)
+}
+# a code without a class of its own still keeps the kind of error its status says
+_BY_STATUS: dict[int, type[BooklineError]] = {
+    402: PaymentDeclined,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidRequest,
 }
 
 
@@ -33,7 +44,7 @@ def remote_error(status: int, body: Any, service: str) -> BooklineError:
             "dependency_failed", f"{service} answered {status}", dependency=service
         )
     details = {k: v for k, v in err.items() if k not in ("code", "message")}
-    cls = _BY_CODE.get(err.get("code", ""), BooklineError)
+    cls = _BY_CODE.get(err.get("code", "")) or _BY_STATUS.get(status, BooklineError)
     exc = cls(err.get("code"), err.get("message", ""), **details)
     exc.status = status
     return exc

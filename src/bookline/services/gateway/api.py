@@ -89,7 +89,9 @@ def build_app(
     @app.post("/v1/authorizations", status_code=201)
     async def authorize(body: AuthorizeIn, idempotency_key: IdempotencyKey = None) -> JSONResponse:
         request = KeyedRequest.of(idempotency_key, "authorize", **body.model_dump())
-        return _json(await handlers.authorize(db=db, tracer=tracer, sim=sim, request=request, **body.model_dump()))
+        return _json(
+            await handlers.authorize(db=db, tracer=tracer, sim=sim, request=request, **body.model_dump())
+        )
 
     @app.post("/v1/authorizations/{auth_id}/capture")
     async def capture(

@@ -76,9 +76,7 @@ class GatewayClient(ServiceClient):
     async def find_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
         """The authorization an authorize call with this key made, or None if it made none."""
         try:
-            return await self.call(
-                "GET", "/v1/authorizations", params={"idempotency_key": key}, retries=2
-            )
+            return await self.call("GET", "/v1/authorizations", params={"idempotency_key": key}, retries=2)
         except NotFound:
             return None
 

@@ -67,7 +67,7 @@ class Simulation:
 
     latency_s: float = 0.0
     slow_response_s: float = 3.0
-    rates: FaultRates = FaultRates()
+    rates: FaultRates = field(default_factory=FaultRates)
     rng: random.Random = field(default_factory=random.Random)
 
     @classmethod
@@ -155,9 +155,7 @@ def view(auth: Mapping[str, Any]) -> dict[str, Any]:
 
 def _stored_reply(row: Any, request: KeyedRequest) -> Reply:
     if row.request_hash != request.request_hash:
-        raise IdempotencyKeyReused(
-            message="this Idempotency-Key was already used with a different request"
-        )
+        raise IdempotencyKeyReused(message="this Idempotency-Key was already used with a different request")
     if row.response_status is None:
         raise IdempotencyInFlight(message="a request with this Idempotency-Key is still in progress")
     return Reply(row.response_status, json.loads(row.response_body))
@@ -239,7 +237,7 @@ async def _once(
     span.set_attribute("payment.idempotent_replay", stored is not None)
     if sim.latency_s:
         await asyncio.sleep(sim.latency_s)
-    reply = stored or await _run_claimed(db, span, request, work)
+    reply = stored if stored is not None else await _run_claimed(db, span, request, work)
     _describe(span, reply)
     if reply.status >= 400:
         raise _error_of(reply)
@@ -276,7 +274,14 @@ def _span(tracer: Tracer, name: str):  # type: ignore[no-untyped-def]
 
 
 async def tokenize(
-    *, db: Database, tracer: Tracer, number: object, exp_month: object, exp_year: object, cvc: object, today: date
+    *,
+    db: Database,
+    tracer: Tracer,
+    number: object,
+    exp_month: object,
+    exp_year: object,
+    cvc: object,
+    today: date,
 ) -> dict[str, Any]:
     """Check a card and keep a token for it; the number, CVC and expiry are forgotten here."""
     with _span(tracer, "gateway.tokenize") as span:
@@ -382,7 +387,11 @@ def plan_capture(auth: Mapping[str, Any], amount_minor: int | None) -> dict[str,
     if status in CAPTURED_STATES:
         if amount_minor in (None, auth["captured_minor"]):
             return {}
-        raise Conflict("already_captured", "the authorization was already captured", captured_minor=auth["captured_minor"])
+        raise Conflict(
+            "already_captured",
+            "the authorization was already captured",
+            captured_minor=auth["captured_minor"],
+        )
     if status == AuthStatus.VOIDED:
         raise Conflict("already_voided", "a voided authorization cannot be captured")
     raise Conflict("not_authorized", "a declined authorization cannot be captured")
