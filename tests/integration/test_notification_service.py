@@ -234,7 +234,7 @@ async def test_cancellation_is_a_second_kind_with_its_own_email(service: Service
     message = email.message_from_bytes(cancelled.read_bytes(), policy=policy.default)
     assert message["Subject"] == "Your booking BKL-7K3M-Q9XZ is cancelled"
     assert "45,000 JPY" in message.get_content()
-    [process] = service.spans("booking.cancelled process")
+    [process] = await eventually(lambda: service.spans("booking.cancelled process"))
     assert process.attributes["messaging.destination.name"] == "booking.cancelled"
     kinds = sorted(
         s.attributes["notification.kind"] for s in service.spans("notification.send_email")

@@ -4,10 +4,17 @@
 writers never deadlock on a lock upgrade, and waits up to the busy timeout for the write lock.
 ``Database.read()`` opens a read transaction (a plain ``BEGIN`` on SQLite, which WAL lets run beside
 the writer).
+
+SQLite admits one writer at a time. Within a process, writers therefore queue on an asyncio lock
+(first come, first served) before they take a pooled connection, instead of all spinning in SQLite's
+busy handler; ``BEGIN IMMEDIATE`` and the busy timeout still arbitrate between processes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +31,9 @@ class Database:
         self.url = url
         self.schema = schema
         self.is_sqlite = url.startswith("sqlite")
+        self._writer_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         if self.is_sqlite:
             path = make_url(url).database
             if path and path != ":memory:":
@@ -38,9 +48,19 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            async with conn.begin():
-                yield conn
+        async with self._writer_turn():
+            async with self.engine.connect() as conn:
+                async with conn.begin():
+                    yield conn
+
+    def _writer_turn(self) -> contextlib.AbstractAsyncContextManager:
+        if not self.is_sqlite:
+            return contextlib.nullcontext()
+        loop = asyncio.get_running_loop()
+        lock = self._writer_turns.get(loop)
+        if lock is None:
+            lock = self._writer_turns[loop] = asyncio.Lock()
+        return lock
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
