@@ -33,16 +33,17 @@ async def return_money(deps: SagaDeps, booking: Any) -> str:
     """Void an open authorization or refund a capture; returns what was done."""
     auth = await find_authorization(deps, booking)
     status = auth["status"] if auth else "none"
-    name = "payment.refund" if status == "captured" else "payment.void"
+    refundable = status in ("captured", "partially_refunded")
+    name = "payment.refund" if refundable else "payment.void"
     with step_span(deps.tracer, name, SpanKind.CLIENT) as span:
         span.set_attribute("booking.reservation_id", booking.reservation_id)
-        if auth is None or status not in ("authorized", "captured"):
+        if auth is None or not (refundable or status == "authorized"):
             span.set_attribute("payment.status", status)
             span.set_attribute("booking.rollback.nothing_to_undo", True)
             return "nothing_to_undo"
         span.set_attribute("payment.transaction_id", auth["id"])
         try:
-            if status == "captured":
+            if refundable:
                 result = await deps.gateway.refund(
                     auth["id"], idempotency_key=payment_key("refund", booking.reservation_id)
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bookline.domain.errors import (
     BooklineError,
+    IdempotencyInFlight,
     DependencyFailed,
     DependencyTimeout,
     InvalidRequest,
@@ -161,8 +163,12 @@ async def process_payment(deps: SagaDeps, req: BookingRequest, *, amount_minor: 
                         timeout=deps.settings.payment_timeout_s,
                     )
                     break
-                except DependencyTimeout:
-                    span.add_event("payment_retry", {"payment.attempt": attempt, "error.type": "timeout"})
+                except (DependencyTimeout, IdempotencyInFlight) as exc:
+                    # the outcome is unknown (or our first attempt is still being processed)
+                    kind = "timeout" if isinstance(exc, DependencyTimeout) else "in_flight"
+                    span.add_event("payment_retry", {"payment.attempt": attempt, "error.type": kind})
+                    if kind == "in_flight":
+                        await asyncio.sleep(deps.settings.payment_timeout_s / 2)
                     found = await deps.gateway.find_by_idempotency_key(key)
                     if found is not None:
                         auth = found

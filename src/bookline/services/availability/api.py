@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from bookline.adapters.db import Database
 from bookline.adapters.migrations import script_location, upgrade
 from bookline.config import Settings
-from bookline.domain.errors import InvalidRequest
+from bookline.domain.errors import HoldExpired, InvalidRequest
 from bookline.domain.stay import StayDates
 from bookline.services import availability
 from bookline.services.availability import handlers
@@ -133,7 +133,11 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     @app.post("/holds/{reservation_id}/commit")
     async def commit_hold(reservation_id: str) -> dict:
         with tracer.start_as_current_span("availability.commit_hold"):
-            return await handlers.commit_hold(db=db, reservation_id=reservation_id, guards=guards)
+            try:
+                return await handlers.commit_hold(db=db, reservation_id=reservation_id, guards=guards)
+            except HoldExpired:
+                holds_expired.add(1)
+                raise
 
     @app.post("/holds/{reservation_id}/release")
     async def release_hold(reservation_id: str) -> dict:
