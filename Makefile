@@ -8,10 +8,14 @@ BIN := $(VENV)/bin
 install: $(VENV)/.installed
 
 # the stamp is older than pyproject.toml only when the dependencies may have changed
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test]'
 	touch $@
+
+# the pip bundled with Python 3.11 cannot resolve the pinned OpenTelemetry packages: upgrade it first
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
 
 # seed is idempotent and quick when the inventory already exists
 run: install
