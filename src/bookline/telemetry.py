@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
@@ -39,24 +38,10 @@ from opentelemetry.trace import Status
 
 from bookline import __version__
 from bookline.config import Settings
+from bookline.redaction import scrub
 
 # stable HTTP semantic conventions for the HTTP instrumentations (must be set before they load)
 os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
-
-REDACTED = "[REDACTED]"
-_CARD_LIKE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])|(?<!\d)\d{13,19}(?!\d)")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_SENSITIVE_PARAM = re.compile(
-    r"(?i)\b(number|card|card_number|pan|cvc|cvv|exp_month|exp_year|email|password|secret|token)=([^&\s]*)"
-)
-
-
-def scrub(text: str) -> str:
-    """Remove card-like numbers, e-mail addresses and sensitive query parameters from a string."""
-    text = _SENSITIVE_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
-    text = _CARD_LIKE.sub(REDACTED, text)
-    return _EMAIL.sub(REDACTED, text)
-
 
 def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):

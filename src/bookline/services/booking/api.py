@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated
@@ -150,8 +151,10 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             payment_token=body.payment.token,
             card_last_four=body.payment.card_last_four,
         )
+        # the key is the client's free text (it could even hold a card number): keep only a digest
+        key = hashlib.sha256(idempotency_key.encode()).hexdigest()
         response = await orchestrator.create_booking(
-            request, key=idempotency_key, body_hash=request_hash(body.model_dump(mode="json"))
+            request, key=key, body_hash=request_hash(body.model_dump(mode="json"))
         )
         return JSONResponse(response.body, status_code=response.status)
 

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookline.adapters.db import Database
 from bookline.domain.errors import BooklineError
+from bookline.redaction import scrub
 from bookline.telemetry import ServiceTelemetry, current_trace_id
 
 log = logging.getLogger("bookline.http")
@@ -26,8 +27,10 @@ Hook = Callable[[], Awaitable[None]]
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    # an error may echo what the caller sent (an id, a path): never a card number or an e-mail
+    details = {k: scrub(v) if isinstance(v, str) else v for k, v in details.items()}
     return JSONResponse(
-        {"error": {"code": code, "message": message, **details}, "trace_id": current_trace_id()},
+        {"error": {"code": code, "message": scrub(message), **details}, "trace_id": current_trace_id()},
         status_code=status,
     )
 

@@ -1,0 +1,25 @@
+"""What must never leave the payment gateway: card numbers, and with them e-mail addresses and
+secrets. One set of patterns, used by the telemetry pipeline (spans, logs), the error edge and the
+validation of ids."""
+
+from __future__ import annotations
+
+import re
+
+REDACTED = "[REDACTED]"
+_CARD_LIKE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])|(?<!\d)\d{13,19}(?!\d)")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_SENSITIVE_PARAM = re.compile(
+    r"(?i)\b(number|card|card_number|pan|cvc|cvv|exp_month|exp_year|email|password|secret|token)=([^&\s]*)"
+)
+
+
+def looks_like_card_number(text: str) -> bool:
+    return bool(_CARD_LIKE.search(text))
+
+
+def scrub(text: str) -> str:
+    """Remove card-like numbers, e-mail addresses and sensitive query parameters from a string."""
+    text = _SENSITIVE_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+    text = _CARD_LIKE.sub(REDACTED, text)
+    return _EMAIL.sub(REDACTED, text)
