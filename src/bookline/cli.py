@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bookline.config import Settings
@@ -29,7 +30,7 @@ console = Console(highlight=False)
 
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="where the databases, queue and mail live [default: ./var]"),
+    typer.Option("--data-dir", help="where the databases, queue and mail live", show_default="./var"),
 ]
 
 # the gateway's test card that is always approved; tokenized at the gateway, never seen by Bookline
@@ -42,7 +43,7 @@ def _settings(data_dir: Path | None) -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -114,8 +115,12 @@ def _counts_table(counts: dict[str, Any], *, title: str) -> Table:
 
 @app.command()
 def demo(
-    booking_url: Annotated[str | None, typer.Option(help="[default: booking-service of the settings]")] = None,
-    gateway_url: Annotated[str | None, typer.Option(help="[default: payment-gateway of the settings]")] = None,
+    booking_url: Annotated[
+        str | None, typer.Option(help="booking-service base URL", show_default="from the settings")
+    ] = None,
+    gateway_url: Annotated[
+        str | None, typer.Option(help="payment-gateway base URL", show_default="from the settings")
+    ] = None,
 ) -> None:
     """Book a two-night stay 30 days from today on a running stack, and show the booking."""
     settings = Settings()

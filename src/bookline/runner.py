@@ -182,7 +182,8 @@ class Supervisor:
     def _supervise(self) -> int:
         started = time.monotonic()
         all_ready = False
-        with httpx.Client(timeout=httpx.Timeout(0.5, connect=0.25)) as http:
+        # trust_env=False: a proxy from the environment must not stand between us and localhost
+        with httpx.Client(timeout=httpx.Timeout(0.5, connect=0.25), trust_env=False) as http:
             while not self._stop.is_set():
                 for child in self._running:
                     code = child.process.poll()

@@ -84,7 +84,7 @@ def test_bookline_up_serves_every_service_and_sigterm_stops_them_all(tmp_path: P
 
         settings = Settings(**{k.removeprefix("BOOKLINE_").lower(): int(v) for k, v in ports.items()})
         for service in SERVICES:
-            health = httpx.get(f"{settings.url_of(service.name)}/healthz", timeout=2)
+            health = httpx.get(f"{settings.url_of(service.name)}/healthz", timeout=2, trust_env=False)
             assert health.status_code == 200, service.name
             assert health.json()["service"] == service.name
         processes = descendants(up.pid)

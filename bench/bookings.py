@@ -1,0 +1,201 @@
+"""Booking throughput and latency, with tracing exported and with tracing off, in one run.
+
+For each mode the benchmark starts ``bookline up`` on a fresh data directory and free ports, seeds
+it, tokenizes the cards up front (as browsers would, outside the measured window), then drives a
+fixed workload of bookings over distinct rooms at a fixed concurrency through the public API. With
+tracing on, every service exports OTLP/HTTP (spans, metrics, logs) to a local sink that accepts and
+discards them; with tracing off, ``OTEL_SDK_DISABLED=true``.
+
+    python bench/bookings.py [--bookings 2000] [--concurrency 32] [--warmup 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from bookline.config import SERVICES
+
+ROOMS_PER_PROPERTY = 20
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP exports: an empty protobuf body is a valid Export*ServiceResponse."""
+
+    received = Counter()
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        _Sink.received[self.path] += length
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_stack(data_dir: Path, extra_env: dict[str, str]) -> tuple[subprocess.Popen, dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOKLINE_", "OTEL_"))}
+    urls = {}
+    for spec in SERVICES:
+        port = free_port()
+        env[f"BOOKLINE_{spec.key.upper()}_PORT"] = str(port)
+        urls[spec.name] = f"http://127.0.0.1:{port}"
+    env.update(extra_env)
+    subprocess.run(
+        [sys.executable, "-m", "bookline", "seed", "--data-dir", str(data_dir),
+         "--properties", str(args.properties), "--rooms-per-property", str(ROOMS_PER_PROPERTY)],
+        env=env, check=True, stdout=subprocess.DEVNULL,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bookline", "up", "--data-dir", str(data_dir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 90
+    for url in urls.values():
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise SystemExit(f"the stack did not start ({url})")
+            time.sleep(0.2)
+    return proc, urls
+
+
+def stop_stack(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def drive(urls: dict[str, str], total: int, concurrency: int, first_room: int) -> tuple[list[float], Counter]:
+    """Book ``total`` distinct rooms for one night each; returns latencies (s) and answers by code."""
+    check_in = datetime.now(UTC).date() + timedelta(days=30)
+    check_out = check_in + timedelta(days=1)
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as http:
+        tokens = []
+        for _ in range(total):
+            r = await http.post(f"{urls['payment-gateway']}/v1/tokens", json={
+                "number": "4242424242424242", "exp_month": 12, "exp_year": check_in.year + 3, "cvc": "123"})
+            tokens.append(r.json()["token"])
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(total):
+            queue.put_nowait(i)
+        latencies: list[float] = []
+        outcomes: Counter = Counter()
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                room = first_room + i
+                prop = room // ROOMS_PER_PROPERTY + 1
+                body = {
+                    "user_id": f"bench-{i}", "source": "api", "property_id": f"prop-{prop:05d}",
+                    "room_id": f"prop-{prop:05d}-r{room % ROOMS_PER_PROPERTY + 1:03d}",
+                    "check_in": check_in.isoformat(), "check_out": check_out.isoformat(), "guests": 1,
+                    "payment": {"method": "card", "token": tokens[i], "card_last_four": "4242"},
+                }
+                started = time.perf_counter()
+                r = await http.post(f"{urls['booking-service']}/bookings", json=body,
+                                    headers={"Idempotency-Key": str(uuid.uuid4())})
+                latencies.append(time.perf_counter() - started)
+                outcomes[r.status_code if r.status_code == 201 else r.json()["error"]["code"]] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, outcomes
+
+
+def percentile(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
+
+
+def run_mode(name: str, env: dict[str, str]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bookline-bench-") as tmp:
+        proc, urls = start_stack(Path(tmp), env)
+        try:
+            asyncio.run(drive(urls, args.warmup, args.concurrency, first_room=0))
+            started = time.perf_counter()
+            latencies, outcomes = asyncio.run(
+                drive(urls, args.bookings, args.concurrency, first_room=args.warmup)
+            )
+            # tokenization is inside drive() but outside each booking's latency; subtract nothing,
+            # the throughput below counts only the booking phase measured by the latencies' span
+            elapsed = time.perf_counter() - started
+        finally:
+            stop_stack(proc)
+    confirmed = outcomes[201]
+    booking_phase = max(sum(latencies) / args.concurrency, 1e-9)
+    return {
+        "mode": name,
+        "confirmed": confirmed,
+        "outcomes": dict(outcomes),
+        "per_s": confirmed / booking_phase,
+        "wall_s": elapsed,
+        "p50": percentile(latencies, 50) * 1000,
+        "p95": percentile(latencies, 95) * 1000,
+        "p99": percentile(latencies, 99) * 1000,
+    }
+
+
+def main() -> None:
+    sink = ThreadingHTTPServer(("127.0.0.1", free_port()), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
+    on = run_mode("tracing on (OTLP export)", {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    off = run_mode("tracing off", {"OTEL_SDK_DISABLED": "true"})
+    sink.shutdown()
+    print(f"\n{args.bookings} bookings over distinct rooms, concurrency {args.concurrency}, "
+          f"{os.cpu_count()} CPUs, SQLite\n")
+    print(f"{'mode':28} {'confirmed':>9} {'bookings/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for r in (on, off):
+        print(f"{r['mode']:28} {r['confirmed']:>9} {r['per_s']:>10.1f} {r['p50']:>8.1f} {r['p95']:>8.1f} "
+              f"{r['p99']:>8.1f}")
+        if set(r["outcomes"]) != {201}:
+            print(f"  other answers: {r['outcomes']}")
+    cost = (off["per_s"] - on["per_s"]) / off["per_s"] * 100
+    print(f"\ntracing costs {cost:.1f}% of throughput; the sink received "
+          f"{sum(_Sink.received.values()) / 1e6:.1f} MB of OTLP ({dict(_Sink.received)})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bookings", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--properties", type=int, default=150)
+    args = parser.parse_args()
+    if (args.bookings + args.warmup) > args.properties * ROOMS_PER_PROPERTY:
+        parser.error("more bookings than rooms: raise --properties")
+    main()
