@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         """The SQLAlchemy URL of a service's own database."""
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir / (SERVICE_BY_NAME[service].key + '.db')}"
+        return f"sqlite:///{self.data_dir / (SERVICE_BY_NAME[service].key + '.db')}"
 
     def schema_of(self, service: str) -> str | None:
         """The PostgreSQL schema of a service (None on SQLite, where each service has its own file)."""

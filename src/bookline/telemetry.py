@@ -178,7 +178,7 @@ class ServiceTelemetry:
             unit="connections",
             description="The number of connections that are currently in state described by the state attribute.",
         )
-        EngineTracer(tracer, engine.sync_engine, usage)
+        EngineTracer(tracer, engine, usage)
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
@@ -273,6 +273,9 @@ def configure_logging(
             handler.addFilter(RedactingFilter())
         root.addHandler(handler)
     logging.getLogger("uvicorn.access").disabled = True
+    # one line per outgoing request is what the spans are for; keep their warnings only
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def inject_context(carrier: dict[str, str]) -> dict[str, str]:

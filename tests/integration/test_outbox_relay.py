@@ -36,7 +36,7 @@ def telemetry(tmp_path: Path, exporter: InMemorySpanExporter):
 
 @pytest.fixture
 async def db(tmp_path: Path):
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'confirmation.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'confirmation.db'}")
     yield database
     await database.dispose()
 
@@ -186,7 +186,7 @@ async def test_background_relay_publishes_new_rows_and_stops_promptly(db, outbox
 async def test_idle_polls_of_an_instrumented_database_leave_no_spans(
     db, outbox, relay, telemetry, exporter
 ):
-    telemetry.instrument_engine(db.engine)
+    telemetry.instrument_engine(db.sync_engine)
     with telemetry.tracer.start_as_current_span("probe"):
         async with db.read() as conn:
             await conn.execute(select(outbox.c.event_id))

@@ -33,13 +33,12 @@ async def upgrade(db: Database, location: str) -> None:
 
 
 async def _upgrade_async(db: Database, location: str) -> None:
-    async with db.engine.connect() as conn:
-        if db.schema:
-            async with conn.begin():
-                # serialize concurrent migrators of the same schema
-                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": db.schema})
-                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"'))
-        await conn.run_sync(_upgrade, location, db.schema)
+    if db.schema:
+        async with db.write() as conn:
+            # serialize concurrent migrators of the same schema
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": db.schema})
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"'))
+    await db.run_sync(_upgrade, location, db.schema)
 
 
 def _upgrade(conn: Connection, location: str, schema: str | None) -> None:

@@ -67,7 +67,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         if settings.unsafe_disable_room_night_guard:
             log.warning("UNSAFE: the room-night key is off (test-only setting)")
             await drop_room_night_key(db)
-        telemetry.instrument_engine(db.engine)
+        telemetry.instrument_engine(db.sync_engine)
         tasks.append(asyncio.create_task(sweep_forever()))
 
     async def shutdown() -> None:

@@ -68,7 +68,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     async def startup() -> None:
         await upgrade(db, script_location(booking.__file__))
-        telemetry.instrument_engine(db.engine)
+        telemetry.instrument_engine(db.sync_engine)
         recovery.start()
 
     async def shutdown() -> None:

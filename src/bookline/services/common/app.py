@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
-from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -162,8 +161,7 @@ def create_service_app(
             return error_response(503, "not_ready", "the service is starting or stopping")
         if db is not None:
             try:
-                async with db.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                await db.ping()
             except Exception:  # noqa: BLE001 - any database failure means not ready
                 return error_response(503, "database_unavailable", "the database does not answer")
         return JSONResponse({"status": "ready", "service": telemetry.service_name})

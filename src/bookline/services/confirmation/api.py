@@ -46,7 +46,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     async def startup() -> None:
         await upgrade(db, script_location(confirmation.__file__))
-        telemetry.instrument_engine(db.engine)
+        telemetry.instrument_engine(db.sync_engine)
         relay.start()
 
     async def shutdown() -> None:

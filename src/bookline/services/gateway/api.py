@@ -60,7 +60,7 @@ def build_app(
 
     async def startup() -> None:
         await upgrade(db, script_location(gateway.__file__))
-        telemetry.instrument_engine(db.engine)
+        telemetry.instrument_engine(db.sync_engine)
 
     async def shutdown() -> None:
         await db.dispose()

@@ -48,7 +48,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     async def startup() -> None:
         await upgrade(db, script_location(notification.__file__))
-        telemetry.instrument_engine(db.engine)
+        telemetry.instrument_engine(db.sync_engine)
         queue = SqliteQueue(
             settings.queue_path, visibility_timeout_s=settings.queue_visibility_timeout_s
         )

@@ -111,7 +111,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     async def migrate_and_instrument() -> None:
         await upgrade(db, script_location(pricing_package.__file__))
-        telemetry.instrument_engine(db.engine)
+        telemetry.instrument_engine(db.sync_engine)
 
     app = create_service_app(
         title=SERVICE,
