@@ -154,11 +154,16 @@ class ServiceTelemetry:
             exclude_spans=["receive", "send"],
         )
 
-    def instrument_http_client(self, client: Any) -> None:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    def http_client_trace_config(self) -> Any:
+        """CLIENT spans (stable HTTP semantic conventions) and W3C propagation for one aiohttp
+        session, with this service's providers."""
+        from opentelemetry.instrumentation._semconv import _StabilityMode
+        from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
-        HTTPXClientInstrumentor.instrument_client(
-            client, tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+        return create_trace_config(
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            sem_conv_opt_in_mode=_StabilityMode.HTTP,
         )
 
     def instrument_engine(self, engine: Any) -> None:

@@ -1,8 +1,7 @@
-"""PricingClient talking to the real pricing-engine app (in-process, over ASGI)."""
+"""PricingClient talking to the real pricing-engine app served on a local port."""
 
 from datetime import date
 
-import httpx
 import pytest
 
 from bookline.config import Settings
@@ -11,6 +10,7 @@ from bookline.seed import seed_inventory
 from bookline.services.pricing.api import build_app
 from bookline.services.pricing.client import PricingClient
 from bookline.telemetry import setup_telemetry
+from support.serving import served
 
 
 @pytest.fixture
@@ -19,13 +19,8 @@ async def client(tmp_path):
     await seed_inventory(settings, properties=2, rooms_per_property=3)
     telemetry = setup_telemetry("pricing-engine", settings)
     app = build_app(settings, telemetry)
-    async with app.router.lifespan_context(app):
-        client = PricingClient("http://pricing", telemetry, timeout=5)
-        await client.http.aclose()
-        # ServiceClient builds its own httpx client; swap in one that reaches the app in-process
-        client.http = httpx.AsyncClient(
-            base_url="http://pricing", transport=httpx.ASGITransport(app=app)
-        )
+    async with served(app) as url:
+        client = PricingClient(url, telemetry, timeout=5)
         yield client
         await client.aclose()
     telemetry.shutdown()

@@ -1,5 +1,6 @@
-"""The HTTP client every service uses to call another: traced (W3C context propagated by the httpx
-instrumentation), with a timeout on every call, a bounded retry for idempotent calls, and remote
+"""The HTTP client every service uses to call another (aiohttp: several times cheaper per request
+than httpx here, which matters on a path of seven calls per booking): traced, with W3C context
+propagated by the aiohttp instrumentation, with a timeout on every call, a bounded retry for idempotent calls, and remote
 errors turned back into the domain errors they stand for."""
 
 from __future__ import annotations
@@ -7,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
+import json as json_module
+
+import aiohttp
 
 from bookline.domain import errors
 from bookline.domain.errors import (
@@ -56,16 +59,25 @@ class ServiceClient:
     service = "service"
 
     def __init__(self, base_url: str, telemetry: ServiceTelemetry, *, timeout: float) -> None:
-        self.base_url = base_url
-        self.http = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
-        telemetry.instrument_http_client(self.http)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._telemetry = telemetry
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # created on first use, inside the event loop that will use it
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=200, limit_per_host=200),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                trace_configs=[self._telemetry.http_client_trace_config()],
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def call(
         self,
@@ -83,22 +95,21 @@ class ServiceClient:
         ``retries`` > 0 only for calls that are safe to repeat (reads, or writes with an
         idempotency key); connection failures and 502/503 are retried with a short backoff.
         """
+        url = self.base_url + path
+        query = {k: str(v) for k, v in params.items()} if params else None
+        per_call = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
         attempt = 0
         while True:
             try:
-                response = await self.http.request(
-                    method,
-                    path,
-                    json=json,
-                    params=params,
-                    headers=headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-            except httpx.TimeoutException as exc:
+                async with self.session.request(
+                    method, url, json=json, params=query, headers=headers, timeout=per_call
+                ) as response:
+                    status, content = response.status, await response.read()
+            except TimeoutError as exc:
                 raise DependencyTimeout(
                     "dependency_timeout", f"{self.service} did not answer in time", dependency=self.service
                 ) from exc
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 if attempt < retries:
                     attempt += 1
                     await asyncio.sleep(0.05 * attempt)
@@ -106,14 +117,14 @@ class ServiceClient:
                 raise DependencyUnavailable(
                     "dependency_unavailable", f"{self.service} cannot be reached", dependency=self.service
                 ) from exc
-            if response.status_code in (502, 503) and attempt < retries:
+            if status in (502, 503) and attempt < retries:
                 attempt += 1
                 await asyncio.sleep(0.05 * attempt)
                 continue
-            if response.is_success:
-                return response.json() if response.content else None
             try:
-                body = response.json()
+                body = json_module.loads(content) if content else None
             except ValueError:
                 body = None
-            raise remote_error(response.status_code, body, self.service)
+            if 200 <= status < 300:
+                return body
+            raise remote_error(status, body, self.service)
