@@ -151,7 +151,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(conn):  # type: ignore[no-untyped-def]
         readonly = conn.get_execution_options().get("bookline_readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        # straight to the driver: a BEGIN is not a query worth a span of its own in every trace
+        conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def _enable_wal(cursor: Any, attempts: int = 50) -> None:

@@ -116,11 +116,20 @@ class Orchestrator:
             span.set_attribute("booking.reservation_id", req.reservation_id)
             # validation against the inventory happens before anything is written
             free_rooms = await self._validated_rooms(req, span)
+            room_id, quote, early = None, None, None
             try:
+                room_id = steps.choose_room(req, free_rooms, self.rng.choice)
+                quote = await steps.price_quote(deps, req, room_id)
+            except BooklineError as exc:
+                early = exc
+            row = self._booking_row(req, span, room_id, quote)
+            try:
+                # the hold is registered (as started) in the same transaction that records the booking
                 await deps.store.start_booking(
                     key=key if guarded else None,
                     request_hash=body_hash,
-                    booking=self._booking_row(req, span),
+                    booking=row,
+                    steps=None if early else {"hold": "started"},
                 )
             except KeyTaken:
                 seen = await deps.store.find_key(key) if key else None
@@ -129,7 +138,10 @@ class Orchestrator:
                 span.set_attribute("booking.idempotent_replay", True)
                 return replay(seen, body_hash)
             try:
-                response = await self._run(req, free_rooms, span, key if guarded else None)
+                if early is not None:
+                    raise early
+                assert room_id is not None and quote is not None
+                response = await self._run(req, room_id, quote, span, key if guarded else None)
             except Exception as exc:  # noqa: BLE001 - every failure ends in a rollback and a stored answer
                 response = await self._fail(req, exc, span, key if guarded else None, ids)
         status = "success" if response.status == 201 else (
@@ -148,15 +160,20 @@ class Orchestrator:
             span.record_exception(exc)
             raise
 
-    def _booking_row(self, req: BookingRequest, span: trace.Span) -> dict[str, Any]:
+    def _booking_row(
+        self, req: BookingRequest, span: trace.Span, room_id: str | None, quote: dict | None
+    ) -> dict[str, Any]:
         ctx = span.get_span_context()
         return {
+            "room_id": room_id,
+            "quote_id": quote["quote_id"] if quote else None,
+            "total_minor": quote["total_minor"] if quote else None,
+            "currency": quote["currency"] if quote else None,
             "booking_id": req.booking_id,
             "reservation_id": req.reservation_id,
             "user_id": req.user_id,
             "source": req.source,
             "property_id": req.property_id,
-            "room_id": req.room_id,
             "check_in": req.stay.check_in,
             "check_out": req.stay.check_out,
             "guests": req.guests,
@@ -166,19 +183,9 @@ class Orchestrator:
         }
 
     async def _run(
-        self, req: BookingRequest, free_rooms: list[dict], span: trace.Span, key: str | None
+        self, req: BookingRequest, room_id: str, quote: dict, span: trace.Span, key: str | None
     ) -> StoredResponse:
         deps, store, bid = self.deps, self.deps.store, req.booking_id
-        room_id = steps.choose_room(req, free_rooms, self.rng.choice)
-        quote = await steps.price_quote(deps, req, room_id)
-        await store.record(
-            bid,
-            {"hold": "started"},
-            room_id=room_id,
-            quote_id=quote["quote_id"],
-            total_minor=quote["total_minor"],
-            currency=quote["currency"],
-        )
         await steps.acquire_lock(deps, req, room_id)
         await store.record(bid, {"hold": "done", "authorize": "started"})
         _maybe_crash(deps, "after_hold")

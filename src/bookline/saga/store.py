@@ -42,8 +42,15 @@ class SagaStore:
         async with self.db.read() as conn:
             return (await conn.execute(select(idempotency_keys).where(idempotency_keys.c.key == key))).first()
 
-    async def start_booking(self, *, key: str | None, request_hash: str, booking: dict[str, Any]) -> None:
-        """Claim the idempotency key and record the pending booking, atomically."""
+    async def start_booking(
+        self,
+        *,
+        key: str | None,
+        request_hash: str,
+        booking: dict[str, Any],
+        steps: dict[str, str] | None = None,
+    ) -> None:
+        """Claim the idempotency key and record the pending booking and its first step, atomically."""
         now = time.time()
         try:
             async with self.db.write() as conn:
@@ -63,6 +70,7 @@ class SagaStore:
                         **booking, status=BookingStatus.PENDING.value, created_at=now, updated_at=now
                     )
                 )
+                await self._set_steps(conn, booking["booking_id"], steps, now)
         except IntegrityError as exc:
             raise KeyTaken() from exc
 
@@ -104,18 +112,22 @@ class SagaStore:
         """Set step statuses and booking columns in one transaction."""
         now = time.time()
         async with self.db.write() as conn:
-            for step, status in (steps or {}).items():
-                stmt = self._insert(saga_steps).values(
-                    booking_id=booking_id, step=step, status=status, updated_at=now
-                )
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["booking_id", "step"], set_={"status": status, "updated_at": now}
-                    )
-                )
+            await self._set_steps(conn, booking_id, steps, now)
             await conn.execute(
                 update(bookings).where(bookings.c.booking_id == booking_id).values(**booking_values, updated_at=now)
             )
+
+    async def _set_steps(self, conn: Any, booking_id: str, steps: dict[str, str] | None, now: float) -> None:
+        if not steps:
+            return
+        stmt = self._insert(saga_steps)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["booking_id", "step"],
+                set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+            ),
+            [{"booking_id": booking_id, "step": k, "status": v, "updated_at": now} for k, v in steps.items()],
+        )
 
     async def finish(
         self,
@@ -127,14 +139,21 @@ class SagaStore:
         steps: dict[str, str] | None = None,
         **booking_values: Any,
     ) -> None:
-        """Move the booking to its final status and store the response its key replays."""
+        """Move the booking to its final status and store the response its key replays, atomically."""
         now = time.time()
-        current = await self.get(booking_id)
-        if current.status != status.value:
-            check_transition(BookingStatus(current.status), status)
-        await self.record(booking_id, steps, status=status.value, **booking_values)
-        if key is not None and response is not None:
-            async with self.db.write() as conn:
+        async with self.db.write() as conn:
+            current = (
+                await conn.execute(select(bookings.c.status).where(bookings.c.booking_id == booking_id))
+            ).scalar_one()
+            if current != status.value:
+                check_transition(BookingStatus(current), status)
+            await self._set_steps(conn, booking_id, steps, now)
+            await conn.execute(
+                update(bookings)
+                .where(bookings.c.booking_id == booking_id)
+                .values(**booking_values, status=status.value, updated_at=now)
+            )
+            if key is not None and response is not None:
                 await conn.execute(
                     update(idempotency_keys)
                     .where(idempotency_keys.c.key == key, idempotency_keys.c.booking_id == booking_id)

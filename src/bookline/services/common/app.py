@@ -146,7 +146,10 @@ def create_service_app(
             for hook in on_shutdown or []:
                 await hook()
 
-    app = FastAPI(title=title, lifespan=lifespan)
+    # FastAPI's own telemetry would trace each request a second time beside the instrumentation
+    app = FastAPI(
+        title=title, lifespan=lifespan, telemetry={"tracing": False, "metrics": False, "logs": False}
+    )
     install_error_handlers(app)
     app.add_middleware(TraceResponseMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
