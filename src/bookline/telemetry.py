@@ -63,18 +63,30 @@ class RedactingSpanExporter(SpanExporter):
 
     @staticmethod
     def redact(span: ReadableSpan) -> ReadableSpan:
+        """The span itself when it holds nothing to scrub (the common case), else a scrubbed copy."""
+        attributes = _scrub_attributes(span.attributes)
+        events = [Event(scrub(e.name), _scrub_attributes(e.attributes), e.timestamp) for e in span.events]
         status = span.status
-        if status.description:
+        if status.description and scrub(status.description) != status.description:
             status = Status(status.status_code, scrub(status.description))
+        unchanged = (
+            attributes == dict(span.attributes or {})
+            and status is span.status
+            and all(
+                new.name == old.name and new.attributes == dict(old.attributes or {})
+                for new, old in zip(events, span.events, strict=True)
+            )
+            and scrub(span.name) == span.name
+        )
+        if unchanged:
+            return span
         return ReadableSpan(
             name=scrub(span.name),
             context=span.context,
             parent=span.parent,
             resource=span.resource,
-            attributes=_scrub_attributes(span.attributes),
-            events=[
-                Event(scrub(e.name), _scrub_attributes(e.attributes), e.timestamp) for e in span.events
-            ],
+            attributes=attributes,
+            events=events,
             links=span.links,
             kind=span.kind,
             status=status,

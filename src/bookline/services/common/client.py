@@ -69,7 +69,8 @@ class ServiceClient:
         # created on first use, inside the event loop that will use it
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=200, limit_per_host=200),
+                # idle connections close before the server (uvicorn: 5 s) can close them under us
+                connector=aiohttp.TCPConnector(limit=200, limit_per_host=200, keepalive_timeout=2.0),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 trace_configs=[self._telemetry.http_client_trace_config()],
             )
