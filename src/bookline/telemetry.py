@@ -187,7 +187,9 @@ class ServiceTelemetry:
         """
         from opentelemetry.instrumentation.sqlalchemy import __name__ as scope
         from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-        from opentelemetry.instrumentation.sqlalchemy.version import __version__ as version
+        from opentelemetry.instrumentation.sqlalchemy.version import (
+            __version__ as version,
+        )
 
         tracer = self.tracer_provider.get_tracer(scope, version)
         usage = self.meter_provider.get_meter(scope, version).create_up_down_counter(
@@ -252,8 +254,12 @@ def setup_telemetry(
     logger_provider: LoggerProvider | None = None
     if otlp_configured(settings):
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter,
+        )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         tracer_provider.add_span_processor(BatchSpanProcessor(wrap(OTLPSpanExporter())))
         interval = int(settings.otel.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))

@@ -4,7 +4,6 @@ key that turns a concurrent duplicate away. Skipped when no server answers, unle
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import date
 from uuid import uuid4
 
@@ -16,28 +15,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bookline.config import Settings
 from bookline.services.gateway.api import build_app
 from bookline.telemetry import setup_telemetry
+from support.postgres import PG_URL, require_postgres_async
 
 pytestmark = pytest.mark.postgres
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
-DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+DATABASE_URL = PG_URL
 
 
-async def require_postgres() -> None:
-    """Skip when PostgreSQL is unreachable; in CI (CI=true) that is a failure instead."""
-    try:
-        conn = await asyncio.wait_for(asyncpg.connect(DSN), timeout=3)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable ({type(exc).__name__})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    await conn.close()
 
 
 @pytest.fixture
 async def http(tmp_path):
-    await require_postgres()
+    await require_postgres_async()
     settings = Settings(
         data_dir=tmp_path,
         database_url=DATABASE_URL,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,8 +34,7 @@ from bookline.services.notification.api import build_app
 from bookline.services.notification.consumer import NotificationConsumer
 from bookline.services.notification.templates import format_money
 from bookline.telemetry import ServiceTelemetry, inject_context, setup_telemetry
-
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from support.postgres import PG_URL, require_postgres_async
 
 
 def booking_event(booking_id: str = "bk_1", **overrides: Any) -> dict[str, Any]:
@@ -335,19 +333,11 @@ def test_money_is_formatted_from_minor_units_with_the_currency_exponent():
 # --- PostgreSQL: the same guard on the other engine ------------------------------------------
 
 
-async def _require_postgres() -> None:
-    try:
-        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""), timeout=3)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required on CI: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
-    await conn.close()
 
 
 @pytest.mark.postgres
 async def test_on_postgresql_a_redelivered_event_sends_no_second_email(tmp_path: Path):
-    await _require_postgres()
+    await require_postgres_async()
     prefix = f"t{uuid4().hex[:8]}_"
     settings = Settings(
         data_dir=tmp_path, queue_poll_interval_s=0.02, database_url=PG_URL, db_schema_prefix=prefix

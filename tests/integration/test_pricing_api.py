@@ -1,7 +1,6 @@
 """pricing-engine's HTTP API, run in-process on a real SQLite database seeded with demo inventory."""
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,8 +24,8 @@ from bookline.seed import seed_inventory
 from bookline.services.pricing.api import build_app
 from bookline.services.pricing.tables import quotes, rate_plans
 from bookline.telemetry import setup_telemetry
+from support.postgres import PG_URL, require_postgres_async
 
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 STAY = {"check_in": "2031-03-06", "check_out": "2031-03-10"}  # Thursday to Monday
 
 
@@ -304,20 +303,11 @@ async def test_rooms_seeded_while_the_engine_runs_are_priced(pricing):
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
-async def require_postgres() -> None:
-    """Skip when PostgreSQL is unreachable, except on CI where it must be there."""
-    try:
-        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""), timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required on CI: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
-    await conn.close()
 
 
 @pytest.mark.postgres
 async def test_quote_round_trip_on_postgresql(tmp_path):
-    await require_postgres()
+    await require_postgres_async()
     prefix = f"t{uuid4().hex[:8]}_"
     settings = Settings(data_dir=tmp_path, database_url=PG_URL, db_schema_prefix=prefix)
     try:

@@ -1,7 +1,5 @@
 """The demo inventory written by seed_inventory, on real SQLite files (and PostgreSQL when present)."""
 
-import asyncio
-import os
 from contextlib import asynccontextmanager
 from uuid import uuid4
 
@@ -14,8 +12,7 @@ from bookline.config import Settings
 from bookline.seed import CITIES, seed_inventory
 from bookline.services.availability.tables import properties, rooms
 from bookline.services.pricing.tables import rate_plans
-
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from support.postgres import PG_URL, require_postgres_async
 
 
 async def rows_of(settings: Settings, service: str, table: Table) -> list[tuple]:
@@ -115,20 +112,11 @@ async def test_inventory_spreads_over_the_cities_with_their_currency_and_sensibl
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
-async def require_postgres() -> None:
-    """Skip when PostgreSQL is unreachable, except on CI where it must be there."""
-    try:
-        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""), timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required on CI: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
-    await conn.close()
 
 
 @asynccontextmanager
 async def postgres_settings(tmp_path):
-    await require_postgres()
+    await require_postgres_async()
     prefix = f"t{uuid4().hex[:8]}_"
     try:
         yield Settings(data_dir=tmp_path, database_url=PG_URL, db_schema_prefix=prefix)

@@ -24,13 +24,22 @@ async def _reachable() -> str | None:
     return None
 
 
-def require_postgres() -> None:
-    problem = asyncio.run(_reachable())
+def _skip_or_fail(problem: str | None) -> None:
     if problem is None:
         return
     if os.environ.get("CI") == "true":
         pytest.fail(f"PostgreSQL is required in CI and is not reachable at {PG_URL}: {problem}")
     pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {problem}")
+
+
+def require_postgres() -> None:
+    """For a plain test: skip without PostgreSQL (fail with CI=true)."""
+    _skip_or_fail(asyncio.run(_reachable()))
+
+
+async def require_postgres_async() -> None:
+    """The same, from inside a running event loop."""
+    _skip_or_fail(await _reachable())
 
 
 def new_prefix() -> str:

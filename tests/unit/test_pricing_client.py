@@ -1,9 +1,8 @@
 """PricingClient against a fake pricing engine on a local port: what it sends, retries and raises."""
 
 import json
-from datetime import date
-
 import socket
+from datetime import date
 
 import pytest
 from aiohttp import web

@@ -12,8 +12,8 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bookline.domain.errors import BooklineError
-from bookline.saga.spans import step_span
 from bookline.saga.deps import SagaDeps, payment_key
+from bookline.saga.spans import step_span
 from bookline.saga.store import OPEN
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from bookline.domain.errors import (
 )
 from bookline.saga import steps
 from bookline.saga.compensation import return_money, rollback
-from bookline.saga.spans import step_span
 from bookline.saga.deps import SagaDeps
+from bookline.saga.spans import step_span
 from bookline.saga.steps import BookingRequest
 from bookline.saga.store import KeyTaken, StoredResponse
 from bookline.telemetry import current_trace_id

@@ -11,17 +11,17 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bookline.domain.errors import (
     BooklineError,
-    IdempotencyInFlight,
     DependencyFailed,
     DependencyTimeout,
+    IdempotencyInFlight,
     InvalidRequest,
     LockContention,
     PaymentDeclined,
     Unavailable,
 )
 from bookline.domain.stay import StayDates
-from bookline.saga.spans import step_span
 from bookline.saga.deps import SagaDeps, payment_key
+from bookline.saga.spans import step_span
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,14 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, Field
 
-from bookline.adapters.db import Database
-from bookline.adapters.migrations import script_location, upgrade
+from bookline.adapters.migrations import script_location
 from bookline.config import Settings
 from bookline.domain.errors import HoldExpired, InvalidRequest
 from bookline.domain.stay import StayDates
 from bookline.services import availability
 from bookline.services.availability import handlers
 from bookline.services.availability.unsafe import drop_room_night_key
-from bookline.services.common.app import create_service_app
+from bookline.services.common.app import create_service_app, service_database
 from bookline.telemetry import ServiceTelemetry
 
 NAME = "availability-service"
@@ -43,7 +42,7 @@ def _stay(check_in: date, check_out: date) -> StayDates:
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
-    db = Database(settings.database_url_of(NAME), schema=settings.schema_of(NAME))
+    db = service_database(settings, NAME)
     guards = handlers.Guards(fencing=not settings.unsafe_disable_fencing)
     tracer = telemetry.tracer
     holds_expired = telemetry.meter.create_counter(
@@ -63,11 +62,9 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
                 holds_expired.add(count)
 
     async def startup() -> None:
-        await upgrade(db, script_location(availability.__file__))
         if settings.unsafe_disable_room_night_guard:
             log.warning("UNSAFE: the room-night key is off (test-only setting)")
             await drop_room_night_key(db)
-        telemetry.instrument_engine(db.sync_engine)
         tasks.append(asyncio.create_task(sweep_forever()))
 
     async def shutdown() -> None:
@@ -75,12 +72,12 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await db.dispose()
 
     app = create_service_app(
         title="Bookline availability-service",
         telemetry=telemetry,
         db=db,
+        migrations=script_location(availability.__file__),
         max_body_bytes=settings.max_body_bytes,
         on_startup=[startup],
         on_shutdown=[shutdown],

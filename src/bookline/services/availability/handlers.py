@@ -20,7 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from bookline.adapters.db import Database
 from bookline.domain.errors import HoldExpired, InvalidRequest, LockContention, NotFound
 from bookline.domain.stay import StayDates
-from bookline.services.availability.tables import holds, properties, room_night_claims, rooms
+from bookline.services.availability.tables import (
+    holds,
+    properties,
+    room_night_claims,
+    rooms,
+)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from sqlalchemy import (
     Column,
     Date,
-    DateTime,
     Float,
     Integer,
     MetaData,

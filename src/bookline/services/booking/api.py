@@ -10,8 +10,7 @@ from typing import Annotated
 from fastapi import FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 
-from bookline.adapters.db import Database
-from bookline.adapters.migrations import script_location, upgrade
+from bookline.adapters.migrations import script_location
 from bookline.config import Settings
 from bookline.domain.errors import BooklineError, InvalidRequest, InvalidStay
 from bookline.domain.stay import StayDates
@@ -24,7 +23,7 @@ from bookline.saga.store import SagaStore
 from bookline.services import booking
 from bookline.services.availability.client import AvailabilityClient
 from bookline.services.booking.schemas import BookingCreate, BookingCreated
-from bookline.services.common.app import create_service_app
+from bookline.services.common.app import create_service_app, service_database
 from bookline.services.confirmation.client import ConfirmationClient
 from bookline.services.gateway.client import GatewayClient
 from bookline.services.pricing.client import PricingClient
@@ -51,7 +50,7 @@ def _stay(check_in: date, check_out: date, settings: Settings) -> StayDates:
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
-    db = Database(settings.database_url_of(NAME), schema=settings.schema_of(NAME))
+    db = service_database(settings, NAME)
     timeout = settings.http_timeout_s
     deps = SagaDeps(
         store=SagaStore(db),
@@ -67,20 +66,18 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     recovery = Recovery(orchestrator)
 
     async def startup() -> None:
-        await upgrade(db, script_location(booking.__file__))
-        telemetry.instrument_engine(db.sync_engine)
         recovery.start()
 
     async def shutdown() -> None:
         await recovery.stop()
         for client in (deps.availability, deps.pricing, deps.gateway, deps.confirmation):
             await client.aclose()
-        await db.dispose()
 
     app = create_service_app(
         title="Bookline booking-service",
         telemetry=telemetry,
         db=db,
+        migrations=script_location(booking.__file__),
         max_body_bytes=settings.max_body_bytes,
         on_startup=[startup],
         on_shutdown=[shutdown],

@@ -1,6 +1,16 @@
 """The tables booking-service owns: bookings, the durable saga log and idempotency keys."""
 
-from sqlalchemy import Column, Date, Float, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import (
+    Column,
+    Date,
+    Float,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 

@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookline.adapters.db import Database
+from bookline.adapters.migrations import upgrade
+from bookline.config import Settings
 from bookline.domain.errors import BooklineError
 from bookline.redaction import scrub
 from bookline.telemetry import ServiceTelemetry, current_trace_id
@@ -122,20 +124,34 @@ class TraceResponseMiddleware:
         await self.app(scope, receive, send_with_header)
 
 
+def service_database(settings: Settings, service: str) -> Database:
+    """The service's own database: its SQLite file, or its schema on PostgreSQL."""
+    return Database(settings.database_url_of(service), schema=settings.schema_of(service))
+
+
 def create_service_app(
     *,
     title: str,
     telemetry: ServiceTelemetry,
     db: Database | None,
     max_body_bytes: int,
+    migrations: str | None = None,
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with Bookline's shared behaviour; the service adds its routes to it."""
+    """A FastAPI app with Bookline's shared behaviour; the service adds its routes to it.
+
+    At start the service's database is migrated (``migrations``: its Alembic folder) and traced,
+    then ``on_startup`` runs; at stop ``on_shutdown`` runs, then the database is closed.
+    """
     state = {"ready": False}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if db is not None:
+            if migrations is not None:
+                await upgrade(db, migrations)
+            telemetry.instrument_engine(db.sync_engine)
         for hook in on_startup or []:
             await hook()
         state["ready"] = True
@@ -145,6 +161,8 @@ def create_service_app(
             state["ready"] = False
             for hook in on_shutdown or []:
                 await hook()
+            if db is not None:
+                await db.dispose()
 
     # FastAPI's own telemetry would trace each request a second time beside the instrumentation
     app = FastAPI(

@@ -6,9 +6,8 @@ errors turned back into the domain errors they stand for."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 import json as json_module
+from typing import Any
 
 import aiohttp
 

@@ -7,13 +7,12 @@ from datetime import date
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from bookline.adapters.db import Database
-from bookline.adapters.migrations import script_location, upgrade
+from bookline.adapters.migrations import script_location
 from bookline.adapters.queue.sqlite import SqliteQueue
 from bookline.config import Settings
 from bookline.services import confirmation
 from bookline.services.availability.client import AvailabilityClient
-from bookline.services.common.app import create_service_app
+from bookline.services.common.app import create_service_app, service_database
 from bookline.services.common.outbox import OutboxRelay
 from bookline.services.confirmation import handlers
 from bookline.services.confirmation.tables import outbox
@@ -36,7 +35,7 @@ class ConfirmationCreate(BaseModel):
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
-    db = Database(settings.database_url_of(NAME), schema=settings.schema_of(NAME))
+    db = service_database(settings, NAME)
     availability = AvailabilityClient(
         settings.url_of("availability-service"), telemetry, timeout=settings.http_timeout_s
     )
@@ -45,20 +44,18 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     tracer = telemetry.tracer
 
     async def startup() -> None:
-        await upgrade(db, script_location(confirmation.__file__))
-        telemetry.instrument_engine(db.sync_engine)
         relay.start()
 
     async def shutdown() -> None:
         await relay.stop()
         await queue.close()
         await availability.aclose()
-        await db.dispose()
 
     app = create_service_app(
         title="Bookline confirmation-service",
         telemetry=telemetry,
         db=db,
+        migrations=script_location(confirmation.__file__),
         max_body_bytes=settings.max_body_bytes,
         on_startup=[startup],
         on_shutdown=[shutdown],

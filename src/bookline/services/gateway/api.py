@@ -10,11 +10,10 @@ from fastapi import Body, FastAPI, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from bookline.adapters.db import Database
-from bookline.adapters.migrations import script_location, upgrade
+from bookline.adapters.migrations import script_location
 from bookline.config import Settings
 from bookline.services import gateway
-from bookline.services.common.app import create_service_app
+from bookline.services.common.app import create_service_app, service_database
 from bookline.services.gateway import handlers
 from bookline.services.gateway.handlers import KeyedRequest, Reply
 from bookline.telemetry import ServiceTelemetry
@@ -54,24 +53,16 @@ def build_app(
     settings: Settings, telemetry: ServiceTelemetry, *, rng: random.Random | None = None
 ) -> FastAPI:
     """The gateway app. ``rng`` decides the random faults (pass a seeded one for a repeatable run)."""
-    db = Database(settings.database_url_of(NAME), schema=settings.schema_of(NAME))
+    db = service_database(settings, NAME)
     sim = handlers.Simulation.from_settings(settings, rng)
     tracer = telemetry.tracer
-
-    async def startup() -> None:
-        await upgrade(db, script_location(gateway.__file__))
-        telemetry.instrument_engine(db.sync_engine)
-
-    async def shutdown() -> None:
-        await db.dispose()
 
     app = create_service_app(
         title="Bookline payment-gateway",
         telemetry=telemetry,
         db=db,
+        migrations=script_location(gateway.__file__),
         max_body_bytes=settings.max_body_bytes,
-        on_startup=[startup],
-        on_shutdown=[shutdown],
     )
 
     @app.post("/v1/tokens", status_code=201)

@@ -9,13 +9,12 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from pydantic import BaseModel
 
-from bookline.adapters.db import Database
 from bookline.adapters.mail import EmlMailer
-from bookline.adapters.migrations import script_location, upgrade
+from bookline.adapters.migrations import script_location
 from bookline.adapters.queue.sqlite import SqliteQueue
 from bookline.config import Settings
 from bookline.services import notification
-from bookline.services.common.app import create_service_app
+from bookline.services.common.app import create_service_app, service_database
 from bookline.services.notification import handlers
 from bookline.services.notification.consumer import NotificationConsumer
 from bookline.telemetry import ServiceTelemetry
@@ -42,13 +41,11 @@ class _Running:
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
-    db = Database(settings.database_url_of(NAME), schema=settings.schema_of(NAME))
+    db = service_database(settings, NAME)
     mailer = EmlMailer(settings.mail_dir)
     running = _Running()
 
     async def startup() -> None:
-        await upgrade(db, script_location(notification.__file__))
-        telemetry.instrument_engine(db.sync_engine)
         queue = SqliteQueue(
             settings.queue_path, visibility_timeout_s=settings.queue_visibility_timeout_s
         )
@@ -65,12 +62,12 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             await consumer.stop()
         if queue is not None:
             await queue.close()
-        await db.dispose()
 
     app = create_service_app(
         title="Bookline notification-service",
         telemetry=telemetry,
         db=db,
+        migrations=script_location(notification.__file__),
         max_body_bytes=settings.max_body_bytes,
         on_startup=[startup],
         on_shutdown=[shutdown],

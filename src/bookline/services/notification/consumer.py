@@ -20,7 +20,11 @@ from bookline.adapters.db import Database
 from bookline.adapters.mail import Mailer
 from bookline.adapters.queue.port import MESSAGING_SYSTEM, Delivery, MessageQueue
 from bookline.services.notification import handlers
-from bookline.services.notification.handlers import KIND_BY_TOPIC, InvalidNotice, Outcome
+from bookline.services.notification.handlers import (
+    KIND_BY_TOPIC,
+    InvalidNotice,
+    Outcome,
+)
 from bookline.telemetry import ServiceTelemetry, extract_context
 
 log = logging.getLogger("bookline.notification")

@@ -23,7 +23,11 @@ from bookline.adapters.db import Database
 from bookline.adapters.mail import Mailer
 from bookline.domain.money import Money
 from bookline.services.notification.tables import sent_notifications
-from bookline.services.notification.templates import BookingNotice, NotificationKind, render
+from bookline.services.notification.templates import (
+    BookingNotice,
+    NotificationKind,
+    render,
+)
 
 KIND_BY_TOPIC = {
     "booking.confirmed": NotificationKind.CONFIRMED,

@@ -10,11 +10,10 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 import bookline.services.pricing as pricing_package
-from bookline.adapters.db import Database
-from bookline.adapters.migrations import script_location, upgrade
+from bookline.adapters.migrations import script_location
 from bookline.config import Settings
 from bookline.domain.pricing import PricedStay
-from bookline.services.common.app import create_service_app
+from bookline.services.common.app import create_service_app, service_database
 from bookline.services.pricing import handlers
 from bookline.services.pricing.handlers import Quote
 from bookline.telemetry import ServiceTelemetry
@@ -107,19 +106,14 @@ def _quote_public(quote: Quote, now: float) -> QuotePublic:
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
-    db = Database(settings.database_url_of(SERVICE), schema=settings.schema_of(SERVICE))
-
-    async def migrate_and_instrument() -> None:
-        await upgrade(db, script_location(pricing_package.__file__))
-        telemetry.instrument_engine(db.sync_engine)
+    db = service_database(settings, SERVICE)
 
     app = create_service_app(
         title=SERVICE,
         telemetry=telemetry,
         db=db,
+        migrations=script_location(pricing_package.__file__),
         max_body_bytes=settings.max_body_bytes,
-        on_startup=[migrate_and_instrument],
-        on_shutdown=[db.dispose],
     )
 
     @app.post("/prices")
