@@ -147,6 +147,7 @@ class Orchestrator:
         status = "success" if response.status == 201 else (
             "timeout" if response.status == 504 else "failed"
         )
+        log.info("booking %s ended %s (%d)", req.booking_id, status, response.status)
         deps.instruments.attempts.add(1, {"booking.status": status, "booking.source": req.source})
         deps.instruments.duration.record((time.monotonic() - started) * 1000, {"booking.status": status})
         return response
