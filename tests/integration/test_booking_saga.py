@@ -55,6 +55,9 @@ def test_confirmed_booking_is_captured_notified_and_traced_across_six_services(s
         "payment-gateway", "notification-service",
     }
     server = one(spans, "POST /bookings")
+    resource = server.resource.attributes
+    assert resource["service.namespace"] == "bookline" and resource["service.domain"] == "reservations"
+    assert {"service.version", "service.instance.id", "deployment.environment.name"} <= set(resource)
     create = one(spans, "booking.create")
     assert create.parent.span_id == server.context.span_id
     assert create.status.status_code == StatusCode.OK
@@ -97,6 +100,9 @@ def test_declined_card_answers_402_releases_the_hold_and_traces_the_rollback(sta
     create = one(spans, "booking.create")
     assert create.status.status_code == StatusCode.ERROR
     assert create.attributes["booking.outcome"] == "declined"
+    # a 402 is a business outcome: the server spans that answered it are not errors
+    assert one(spans, "POST /bookings").status.status_code != StatusCode.ERROR
+    assert one(spans, "POST /v1/authorizations").status.status_code != StatusCode.ERROR
     assert len([e for e in create.events if e.name == "exception"]) == 1
     payment = one(spans, "booking.process_payment")
     assert payment.status.status_code != StatusCode.ERROR  # a decline is a business outcome
