@@ -56,6 +56,7 @@ class Database:
         )
         self._async_engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None
+        self._writer: Connection | None = None
         if self.is_sqlite:
             sqlite_url = make_url(url).set(drivername="sqlite+pysqlite")
             path = sqlite_url.database
@@ -85,6 +86,13 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Any]:
         async with self._writer_turn():
+            if self._sync_engine is not None:
+                # one connection serves every write of this process, in turn: no pool round trip
+                if self._writer is None or self._writer.invalidated or self._writer.closed:
+                    self._writer = self._sync_engine.connect()
+                with self._writer.begin():
+                    yield InlineConnection(self._writer)
+                return
             async with self._transaction(readonly=False) as conn:
                 yield conn
 
@@ -130,6 +138,9 @@ class Database:
         return lock
 
     async def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._sync_engine is not None:
             self._sync_engine.dispose()
         if self._async_engine is not None:
