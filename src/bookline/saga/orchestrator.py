@@ -204,7 +204,7 @@ class Orchestrator:
         await store.record(bid, {"confirm": "done", "capture": "started"}, confirmation_code=code)
         span.set_attribute("booking.confirmation_code", code)
         _maybe_crash(deps, "after_confirm")
-        captured = await self._capture(req.reservation_id, auth["id"], quote["total_minor"])
+        captured = await self.capture_payment(req.reservation_id, auth["id"], quote["total_minor"])
         body = {
             "booking_id": bid,
             "reservation_id": req.reservation_id,
@@ -228,7 +228,7 @@ class Orchestrator:
         span.set_status(Status(StatusCode.OK))
         return response
 
-    async def _capture(self, reservation_id: str, auth_id: str, amount_minor: int) -> bool:
+    async def capture_payment(self, reservation_id: str, auth_id: str, amount_minor: int) -> bool:
         """Capture after confirmation; a failure leaves the step open for recovery to retry."""
         try:
             await steps.capture(self.deps, reservation_id=reservation_id, auth_id=auth_id, amount_minor=amount_minor)

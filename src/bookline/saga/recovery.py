@@ -93,8 +93,15 @@ class Recovery:
                     return "completed"
             await self._abandon(booking)
             return "compensated"
-        if status == BookingStatus.CONFIRMED.value and steps.get("capture") in ("started",):
-            await self.orchestrator._capture(booking.reservation_id, booking.payment_transaction_id, booking.total_minor)
+        if status == BookingStatus.CONFIRMED.value and steps.get("cancel") == "started":
+            # the guest asked to cancel and the first attempt failed part-way: finish it
+            await self.orchestrator.finish_cancel(booking)
+            return "cancelled"
+        if status == BookingStatus.CONFIRMED.value and steps.get("capture") == "started":
+            if not await self.orchestrator.capture_payment(
+                booking.reservation_id, booking.payment_transaction_id, booking.total_minor
+            ):
+                return "capture_failed"
             await deps.store.record(booking.booking_id, {"capture": "done"})
             return "captured"
         if status == BookingStatus.CANCELLED.value:
@@ -114,7 +121,7 @@ class Recovery:
         deps = self.deps
         code = confirmation["confirmation_code"]
         await deps.store.record(booking.booking_id, {"confirm": "done", "capture": "started"}, confirmation_code=code)
-        captured = await self.orchestrator._capture(
+        captured = await self.orchestrator.capture_payment(
             booking.reservation_id, booking.payment_transaction_id, booking.total_minor
         )
         body = {
