@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -84,3 +85,38 @@ def test_crash_after_confirm_is_completed_on_restart(processes: ProcessStack):
     while not mail.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert mail.exists()
+
+
+def test_a_compensation_that_failed_is_retried_until_it_succeeds(tmp_path: Path):
+    """availability-service is down when a declined booking rolls back: the hold cannot be released
+    then, the booking still ends failed, and recovery releases the hold once the service is back."""
+    from conftest import start_stack
+
+    stack = start_stack(tmp_path, gateway_latency_ms=800.0, payment_timeout_s=3.0, saga_stale_after_s=0.5)
+    try:
+        client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
+        body = client.body(card="4000000000000002")
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.book, body)
+            time.sleep(0.4)  # the hold is placed; the gateway is still deciding
+            stack.stop_service("availability-service")
+            response = pending.result(timeout=30)
+        assert response.status_code == 402
+        error = response.json()["error"]
+        booking = client.get(f"/bookings/{error['booking_id']}").json()
+        assert booking["status"] == "failed"
+        assert booking["steps"]["hold"] == "done"  # not compensated yet: the release failed
+        stack.restart_service("availability-service")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            booking = client.get(f"/bookings/{error['booking_id']}").json()
+            if booking["steps"]["hold"] == "compensated":
+                break
+            time.sleep(0.2)
+        assert booking["steps"]["hold"] == "compensated"
+        hold = httpx.get(f"{stack.url('availability-service')}/holds/{error['reservation_id']}").json()
+        assert hold["status"] == "released"
+        recovered = [s for s in stack.spans() if s.name == "booking.recover"]
+        assert any(s.attributes.get("booking.id") == error["booking_id"] for s in recovered)
+    finally:
+        stack.stop()

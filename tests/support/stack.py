@@ -66,8 +66,8 @@ class InProcessStack:
         self.metric_readers: dict[str, InMemoryMetricReader] = {}
         self.telemetry: dict[str, ServiceTelemetry] = {}
         self.names = services or tuple(s.name for s in SERVICES)
-        self._servers: list[uvicorn.Server] = []
-        self._futures: list[Any] = []
+        self._servers: dict[str, uvicorn.Server] = {}
+        self._futures: dict[str, Any] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -81,20 +81,32 @@ class InProcessStack:
             telemetry = setup_telemetry(name, self.settings, span_exporter=self.exporter, metric_readers=[reader])
             self.metric_readers[name] = reader
             self.telemetry[name] = telemetry
-            app = app_factory(resolve_service(name))(self.settings, telemetry)
-            config = uvicorn.Config(
-                app,
-                host=self.settings.host,
-                port=self.settings.port_of(name),
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-            server = uvicorn.Server(config)
-            self._servers.append(server)
-            self._futures.append(asyncio.run_coroutine_threadsafe(server.serve(), self._loop))
+            self._serve(name)
         self.wait_ready()
         return self
+
+    def _serve(self, name: str) -> None:
+        app = app_factory(resolve_service(name))(self.settings, self.telemetry[name])
+        config = uvicorn.Config(
+            app,
+            host=self.settings.host,
+            port=self.settings.port_of(name),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        self._servers[name] = server
+        self._futures[name] = asyncio.run_coroutine_threadsafe(server.serve(), self._loop)
+
+    def stop_service(self, name: str) -> None:
+        """Take one service down (its port refuses connections) until ``restart_service``."""
+        self._servers[name].should_exit = True
+        self._futures[name].result(timeout=10)
+
+    def restart_service(self, name: str) -> None:
+        self._serve(name)
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -111,9 +123,9 @@ class InProcessStack:
             raise RuntimeError(f"services not ready: {sorted(pending)}")
 
     def stop(self) -> None:
-        for server in self._servers:
+        for server in self._servers.values():
             server.should_exit = True
-        for future in self._futures:
+        for future in self._futures.values():
             try:
                 future.result(timeout=10)
             except Exception:  # noqa: BLE001 - a server that failed to stop cleanly is still stopped
