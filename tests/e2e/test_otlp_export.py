@@ -41,6 +41,24 @@ class Receiver:
         self.received[request.path].append(message)
         return web.Response(body=b"", content_type="application/x-protobuf")
 
+    def metric_names(self) -> set[str]:
+        return {
+            m.name
+            for message in self.received["/v1/metrics"]
+            for rm in message.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+
+    def log_records(self) -> list:
+        return [
+            record
+            for message in self.received["/v1/logs"]
+            for rl in message.resource_logs
+            for sl in rl.scope_logs
+            for record in sl.log_records
+        ]
+
     def spans(self) -> list[tuple[str, object]]:
         found = []
         for message in self.received["/v1/traces"]:
@@ -71,7 +89,8 @@ async def _book_and_collect(tmp_path: Path) -> tuple[Receiver, dict]:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 names = {s.name for _, s in receiver.spans() if s.trace_id.hex() == created["trace_id"]}
-                if "notification.send_email" in names and receiver.received["/v1/metrics"]:
+                logged = any(created["booking_id"] in r.body.string_value for r in receiver.log_records())
+                if "notification.send_email" in names and "booking.attempts" in receiver.metric_names() and logged:
                     break
                 await asyncio.sleep(0.2)
         finally:
@@ -94,21 +113,8 @@ async def test_a_booking_exported_over_otlp_is_one_trace_across_six_services(tmp
     assert by_id[create.parent_span_id].name == "POST /bookings"
     assert all(s.parent_span_id in by_id for _, s in trace if s.name != "POST /bookings")
 
-    logs = [
-        record
-        for message in receiver.received["/v1/logs"]
-        for rl in message.resource_logs
-        for sl in rl.scope_logs
-        for record in sl.log_records
-    ]
-    ours = [r for r in logs if r.trace_id.hex() == created["trace_id"]]
+    ours = [r for r in receiver.log_records() if r.trace_id.hex() == created["trace_id"]]
     assert any(created["booking_id"] in r.body.string_value for r in ours), "no log line of the booking in its trace"
-    metric_names = {
-        m.name
-        for message in receiver.received["/v1/metrics"]
-        for rm in message.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    }
+    metric_names = receiver.metric_names()
     assert {"booking.attempts", "booking.duration_ms", "booking.payment.outcomes"} <= metric_names
     assert "http.server.request.duration" in metric_names
