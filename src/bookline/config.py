@@ -67,6 +67,7 @@ class Settings(BaseSettings):
 
     # booking rules
     hold_ttl_seconds: float = 600.0
+    hold_sweep_interval_s: float = 5.0
     quote_ttl_seconds: float = 900.0
     max_stay_nights: int = 30
     saga_recovery_interval_s: float = 2.0

@@ -4,6 +4,7 @@ that booking by itself. Every service runs as its own OS process here, as in pro
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -87,18 +88,28 @@ def test_crash_after_confirm_is_completed_on_restart(processes: ProcessStack):
     assert mail.exists()
 
 
+def wait_until_held(db: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db) as conn:
+            if conn.execute("SELECT count(*) FROM holds WHERE status = 'held'").fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise AssertionError("no hold was placed")
+
+
 def test_a_compensation_that_failed_is_retried_until_it_succeeds(tmp_path: Path):
     """availability-service is down when a declined booking rolls back: the hold cannot be released
     then, the booking still ends failed, and recovery releases the hold once the service is back."""
     from conftest import start_stack
 
-    stack = start_stack(tmp_path, gateway_latency_ms=800.0, payment_timeout_s=3.0, saga_stale_after_s=0.5)
+    stack = start_stack(tmp_path, gateway_latency_ms=1500.0, payment_timeout_s=5.0, saga_stale_after_s=0.5)
     try:
         client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
         body = client.body(card="4000000000000002")
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(client.book, body)
-            time.sleep(0.4)  # the hold is placed; the gateway is still deciding
+            wait_until_held(tmp_path / "availability.db")  # the gateway is still deciding
             stack.stop_service("availability-service")
             response = pending.result(timeout=30)
         assert response.status_code == 402

@@ -22,7 +22,6 @@ from bookline.services.common.app import create_service_app, service_database
 from bookline.telemetry import ServiceTelemetry
 
 NAME = "availability-service"
-SWEEP_INTERVAL_S = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +51,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     async def sweep_forever() -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
+            await asyncio.sleep(settings.hold_sweep_interval_s)
             try:
                 count = await handlers.sweep_expired_holds(db=db)
             except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
