@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 
 REDACTED = "[REDACTED]"
-_CARD_LIKE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])|(?<!\d)\d{13,19}(?!\d)")
+# 13 to 19 digits, maybe grouped by spaces or dashes, standing alone: not a run of digits inside a
+# longer word such as a hex id (auth_c57c0259a70394040169751f holds fourteen digits in a row)
+_CARD_LIKE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _SENSITIVE_PARAM = re.compile(
     r"\b(number|card|card_number|pan|cvc|cvv|exp_month|exp_year|email|password|secret|token)=([^&\s]*)",

@@ -16,6 +16,8 @@ def test_emails_and_sensitive_query_parameters_are_scrubbed():
 def test_ids_and_short_numbers_are_left_alone():
     for text in (
         "fdc499fe39f1d3efdc70f965bd8c21e7",  # a trace id
+        "auth_c57c0259a70394040169751f",  # fourteen digits in a row, inside an id
+        "70394040169751fdc499fe39f1d3efdc",  # a trace id that starts with them
         "rsv_b8867add0d0e4187b244f153",
         "5f0c6e1a-2b3c-4d5e-8f90-123456789012",  # a uuid: its last group has 12 digits
         "total 39464 EUR",
