@@ -23,6 +23,11 @@ _ANYTHING = re.compile(
 )
 
 
+def needs_scrub(text: str) -> bool:
+    """Whether ``scrub`` would change the text (one regex search)."""
+    return _ANYTHING.search(text) is not None
+
+
 def looks_like_card_number(text: str) -> bool:
     return bool(_CARD_LIKE.search(text))
 
