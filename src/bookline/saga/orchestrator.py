@@ -27,7 +27,6 @@ from bookline.domain.errors import (
     IdempotencyInFlight,
     IdempotencyKeyReused,
     LockContention,
-    NotFound,
     PaymentDeclined,
     Unavailable,
 )
@@ -336,5 +335,3 @@ def booking_view(row: Any, step_status: dict[str, str]) -> dict:
         "trace_id": row.trace_parent.split("-")[1] if row.trace_parent else None,
     }
 
-
-__all__ = ["Orchestrator", "NotFound", "booking_view", "request_hash", "replay"]

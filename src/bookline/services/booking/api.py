@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from bookline.adapters.migrations import script_location
 from bookline.config import Settings
-from bookline.domain.errors import BooklineError, InvalidRequest, InvalidStay
+from bookline.domain.errors import BooklineError
 from bookline.domain.stay import StayDates
 from bookline.saga.deps import SagaDeps
 from bookline.saga.instruments import BookingInstruments
@@ -166,5 +166,3 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     return app
 
-
-__all__ = ["build_app", "InvalidRequest", "InvalidStay"]

@@ -84,6 +84,12 @@ def build_app(
             await handlers.authorize(db=db, tracer=tracer, sim=sim, request=request, **body.model_dump())
         )
 
+    async def change(operation: str, auth_id: str, key: str | None, plan: Any, **fields: Any) -> JSONResponse:
+        request = KeyedRequest.of(key, operation, auth_id=auth_id, **fields)
+        return _json(
+            await handlers.change(db=db, tracer=tracer, sim=sim, request=request, auth_id=auth_id, plan=plan)
+        )
+
     @app.post("/v1/authorizations/{auth_id}/capture")
     async def capture(
         auth_id: str,
@@ -91,26 +97,12 @@ def build_app(
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         amount = body.amount_minor if body else None
-        request = KeyedRequest.of(idempotency_key, "capture", auth_id=auth_id, amount_minor=amount)
-        return _json(
-            await handlers.change(
-                db=db,
-                tracer=tracer,
-                sim=sim,
-                request=request,
-                auth_id=auth_id,
-                plan=lambda auth: handlers.plan_capture(auth, amount),
-            )
-        )
+        plan = lambda auth: handlers.plan_capture(auth, amount)  # noqa: E731
+        return await change("capture", auth_id, idempotency_key, plan, amount_minor=amount)
 
     @app.post("/v1/authorizations/{auth_id}/void")
     async def void(auth_id: str, idempotency_key: IdempotencyKey = None) -> JSONResponse:
-        request = KeyedRequest.of(idempotency_key, "void", auth_id=auth_id)
-        return _json(
-            await handlers.change(
-                db=db, tracer=tracer, sim=sim, request=request, auth_id=auth_id, plan=handlers.plan_void
-            )
-        )
+        return await change("void", auth_id, idempotency_key, handlers.plan_void)
 
     @app.post("/v1/authorizations/{auth_id}/refund")
     async def refund(
@@ -119,17 +111,8 @@ def build_app(
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         amount = body.amount_minor if body else None
-        request = KeyedRequest.of(idempotency_key, "refund", auth_id=auth_id, amount_minor=amount)
-        return _json(
-            await handlers.change(
-                db=db,
-                tracer=tracer,
-                sim=sim,
-                request=request,
-                auth_id=auth_id,
-                plan=lambda auth: handlers.plan_refund(auth, amount),
-            )
-        )
+        plan = lambda auth: handlers.plan_refund(auth, amount)  # noqa: E731
+        return await change("refund", auth_id, idempotency_key, plan, amount_minor=amount)
 
     @app.get("/v1/authorizations/{auth_id}")
     async def get_authorization(auth_id: str) -> dict[str, Any]:
