@@ -35,7 +35,13 @@ class KeyTaken(Exception):
 class SagaStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._insert = sqlite.insert if db.is_sqlite else postgresql.insert
+        insert_for = sqlite.insert if db.is_sqlite else postgresql.insert
+        # built once: an upsert's `excluded` pseudo-table is costly to construct on every call
+        upsert = insert_for(saga_steps)
+        self._upsert_steps = upsert.on_conflict_do_update(
+            index_elements=["booking_id", "step"],
+            set_={"status": upsert.excluded.status, "updated_at": upsert.excluded.updated_at},
+        )
 
     # idempotency -----------------------------------------------------------------------------
     async def find_key(self, key: str) -> Row | None:
@@ -120,12 +126,8 @@ class SagaStore:
     async def _set_steps(self, conn: Any, booking_id: str, steps: dict[str, str] | None, now: float) -> None:
         if not steps:
             return
-        stmt = self._insert(saga_steps)
         await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["booking_id", "step"],
-                set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
-            ),
+            self._upsert_steps,
             [{"booking_id": booking_id, "step": k, "status": v, "updated_at": now} for k, v in steps.items()],
         )
 
