@@ -32,7 +32,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("payment-gateway", "gateway", 8004),
     ServiceSpec("notification-service", "notification", 8005),
 )
-SERVICE_BY_NAME = {s.name: s for s in SERVICES} | {s.key: s for s in SERVICES}
+# the local telemetry store: `bookline serve telemetry`; `bookline up` starts it unless the user
+# sends telemetry elsewhere with OTEL_EXPORTER_OTLP_ENDPOINT
+TELEMETRY_STORE = ServiceSpec("telemetry", "telemetry", 4318)
+SERVICE_BY_NAME = {s.name: s for s in (*SERVICES, TELEMETRY_STORE)} | {s.key: s for s in (*SERVICES, TELEMETRY_STORE)}
 
 
 class Settings(BaseSettings):
@@ -56,12 +59,14 @@ class Settings(BaseSettings):
     confirmation_port: int = 8003
     gateway_port: int = 8004
     notification_port: int = 8005
+    telemetry_port: int = 4318
     booking_url: str | None = None
     availability_url: str | None = None
     pricing_url: str | None = None
     confirmation_url: str | None = None
     gateway_url: str | None = None
     notification_url: str | None = None
+    telemetry_url: str | None = None
     http_timeout_s: float = 5.0
     max_body_bytes: int = 64 * 1024
 
@@ -88,6 +93,17 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 0.1
     queue_poll_interval_s: float = 0.1
     queue_visibility_timeout_s: float = 30.0
+
+    # the local telemetry store
+    telemetry_retention_hours: float = Field(
+        default=24.0, description="spans, logs and metric points older than this are deleted"
+    )
+    telemetry_max_spans: int = Field(
+        default=2_000_000, description="the oldest traces are deleted beyond this many spans"
+    )
+    sampling_policy_file: Path | None = Field(
+        default=None, description="tail-sampling policies (Collector vocabulary); unset means the packaged default"
+    )
 
     # test-only switches: each turns one guard off so a control test can prove the guard matters
     unsafe_disable_room_night_guard: bool = False
@@ -124,6 +140,10 @@ class Settings(BaseSettings):
     @property
     def mail_dir(self) -> Path:
         return self.data_dir / "mail"
+
+    @property
+    def telemetry_db_path(self) -> Path:
+        return self.data_dir / "telemetry.db"
 
     @property
     def otel(self) -> dict[str, str]:
