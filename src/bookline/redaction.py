@@ -11,21 +11,56 @@ REDACTED = "[REDACTED]"
 # longer word such as a hex id (auth_c57c0259a70394040169751f holds fourteen digits in a row)
 _CARD_LIKE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_SENSITIVE_PARAM = re.compile(
-    r"\b(number|card|card_number|pan|cvc|cvv|exp_month|exp_year|email|password|secret|token)=([^&\s]*)",
-    re.IGNORECASE,
+_PARAM_NAMES = (
+    "number",
+    "card",
+    "card_number",
+    "pan",
+    "cvc",
+    "cvv",
+    "exp_month",
+    "exp_year",
+    "email",
+    "password",
+    "secret",
+    "token",
 )
-
-
-# one pass that finds any of the three: most strings contain none, and then nothing else runs
-_ANYTHING = re.compile(
-    "|".join(f"(?:{p.pattern})" for p in (_CARD_LIKE, _EMAIL, _SENSITIVE_PARAM)), re.IGNORECASE
-)
+_SENSITIVE_PARAM = re.compile(rf"\b({'|'.join(_PARAM_NAMES)})=([^&\s]*)", re.IGNORECASE)
+_PARAM_NAME_SET = frozenset(_PARAM_NAMES)
+# any of the three in one pass, for text beyond ASCII (where \d and \w also match other scripts)
+_ANYTHING = re.compile("|".join(f"(?:{p.pattern})" for p in (_CARD_LIKE, _EMAIL, _SENSITIVE_PARAM)), re.IGNORECASE)
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+_MIN_CARD_DIGITS = 13
 
 
 def needs_scrub(text: str) -> bool:
-    """Whether ``scrub`` would change the text (one regex search)."""
-    return _ANYTHING.search(text) is not None
+    """Whether ``scrub`` would change the text.
+
+    Runs on every attribute of every span, so it first asks what each pattern cannot do without: a card
+    number has at least 13 digits, an e-mail address an "@", a sensitive parameter a name before "=".
+    Most ids, names and SQL statements have none, and no regular expression tries their every position.
+    """
+    if not text.isascii():
+        return _ANYTHING.search(text) is not None
+    return bool(
+        _has_sensitive_param(text)
+        or ("@" in text and _EMAIL.search(text))
+        or (len(text) - len(text.translate(_NO_DIGITS)) >= _MIN_CARD_DIGITS and _CARD_LIKE.search(text))
+    )
+
+
+def _has_sensitive_param(text: str) -> bool:
+    """``_SENSITIVE_PARAM.search(text)`` without the regex: look only at the word before each "=" (SQL
+    has many "=" and no such word before them)."""
+    end = text.find("=")
+    while end != -1:
+        start = end
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            start -= 1
+        if text[start:end].lower() in _PARAM_NAME_SET:
+            return True
+        end = text.find("=", end + 1)
+    return False
 
 
 def looks_like_card_number(text: str) -> bool:
@@ -34,7 +69,7 @@ def looks_like_card_number(text: str) -> bool:
 
 def scrub(text: str) -> str:
     """Remove card-like numbers, e-mail addresses and sensitive query parameters from a string."""
-    if not _ANYTHING.search(text):
+    if not needs_scrub(text):
         return text
     text = _SENSITIVE_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     text = _CARD_LIKE.sub(REDACTED, text)

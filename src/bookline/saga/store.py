@@ -8,8 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -20,6 +19,13 @@ from bookline.services.booking.tables import bookings, idempotency_keys, saga_st
 
 # a step still needs undoing while it is started (outcome unknown) or done
 OPEN = ("started", "done")
+# the same text on SQLite and PostgreSQL; SQLAlchemy cannot cache the compiled form of its own
+# `on_conflict_do_update` construct and compiled it again for every step, the most frequent write
+UPSERT_STEPS = text(
+    f"INSERT INTO {saga_steps.name} (booking_id, step, status, updated_at) "
+    "VALUES (:booking_id, :step, :status, :updated_at) "
+    "ON CONFLICT (booking_id, step) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at"
+)
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,6 @@ class KeyTaken(Exception):
 class SagaStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        insert_for = sqlite.insert if db.is_sqlite else postgresql.insert
-        # built once: an upsert's `excluded` pseudo-table is costly to construct on every call
-        upsert = insert_for(saga_steps)
-        self._upsert_steps = upsert.on_conflict_do_update(
-            index_elements=["booking_id", "step"],
-            set_={"status": upsert.excluded.status, "updated_at": upsert.excluded.updated_at},
-        )
 
     # idempotency -----------------------------------------------------------------------------
     async def find_key(self, key: str) -> Row | None:
@@ -127,7 +126,7 @@ class SagaStore:
         if not steps:
             return
         await conn.execute(
-            self._upsert_steps,
+            UPSERT_STEPS,
             [{"booking_id": booking_id, "step": k, "status": v, "updated_at": now} for k, v in steps.items()],
         )
 
@@ -170,9 +169,7 @@ class SagaStore:
     async def key_of(self, booking_id: str) -> str | None:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(
-                    select(idempotency_keys.c.key).where(idempotency_keys.c.booking_id == booking_id)
-                )
+                await conn.execute(select(idempotency_keys.c.key).where(idempotency_keys.c.booking_id == booking_id))
             ).first()
         return row.key if row else None
 
