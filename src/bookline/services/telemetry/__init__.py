@@ -1,0 +1,1 @@
+"""telemetry: the local OTLP store of `bookline up`, its query API, viewer and tail sampling."""

@@ -1,0 +1,139 @@
+"""Deciding whole traces: the Collector's vote combination, and the buffer that waits for a trace.
+
+:func:`decide` combines the policies' votes as the Collector's ``tailSamplingSpanProcessor.
+makeDecision`` does: any DROPPED wins; then any inverted not-sampled means NOT_SAMPLED; then any
+SAMPLED means SAMPLED; then an inverted sampled counts only when no policy said NOT_SAMPLED.
+
+:class:`TailSampler` is clock-free: the caller passes a monotonic ``now`` to :meth:`~TailSampler.offer`
+and :meth:`~TailSampler.due`, so tests drive time by hand and the store drives it from its loop.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from bookline.services.telemetry.sampling.facts import Decision, SpanFacts, Vote
+
+if TYPE_CHECKING:
+    from bookline.services.telemetry.sampling.config import SamplingConfig
+
+
+def decide(config: SamplingConfig, spans: Sequence[SpanFacts]) -> Decision:
+    """The decision on the trace made of ``spans`` (all of one trace id, in arrival order)."""
+    if not spans:
+        raise ValueError("a sampling decision needs at least one span")
+    trace_id = spans[0].trace_id
+    seen: set[Vote] = set()
+    for policy in config.policies:
+        vote = policy.evaluate(trace_id, spans)
+        seen.add(vote)
+        # like the Collector: nothing overrides a drop, and sample_on_first_match stops at a sample
+        if vote is Vote.DROPPED or (vote is Vote.SAMPLED and config.sample_on_first_match):
+            break
+    return combine_votes(seen)
+
+
+def combine_votes(votes: set[Vote]) -> Decision:
+    """The Collector's precedence over the votes of all policies."""
+    if Vote.DROPPED in votes:
+        return Decision.DROPPED
+    if Vote.INVERT_NOT_SAMPLED in votes:
+        return Decision.NOT_SAMPLED
+    if Vote.SAMPLED in votes:
+        return Decision.SAMPLED
+    if Vote.INVERT_SAMPLED in votes and Vote.NOT_SAMPLED not in votes:
+        return Decision.SAMPLED
+    return Decision.NOT_SAMPLED
+
+
+class _Pending:
+    """The spans of one undecided trace; its identity tells a live deadline from a stale one."""
+
+    __slots__ = ("spans",)
+
+    def __init__(self, first: SpanFacts) -> None:
+        self.spans = [first]
+
+
+class TailSampler:
+    """Buffers span facts per trace; decides each trace decision_wait_s after its first span arrived;
+    remembers decisions so late spans follow them; counts kept and dropped traces.
+
+    Not thread-safe: the store calls it from one event loop.
+    """
+
+    def __init__(self, config: SamplingConfig, *, decided_cache_size: int = 100_000) -> None:
+        self.config = config
+        self.kept = 0
+        self.dropped = 0
+        self._wait = config.decision_wait_s
+        self._pending: dict[str, _Pending] = {}
+        # first arrivals in order; the wait is the same for every trace, so deadlines are sorted too
+        self._deadlines: deque[tuple[float, str, _Pending]] = deque()
+        self._decided: OrderedDict[str, Decision] = OrderedDict()
+        # the policy file's decision_cache may ask for more room than the caller's default
+        self._decided_limit = max(1, decided_cache_size, config.sampled_cache_size + config.non_sampled_cache_size)
+
+    @property
+    def pending(self) -> int:
+        """Traces buffered and waiting for their decision."""
+        return len(self._pending)
+
+    def offer(self, spans: Iterable[SpanFacts], now: float) -> dict[str, Decision]:
+        """Buffer the spans of undecided traces; return the decision of every trace in ``spans`` that
+        is already decided, so the caller keeps or drops those late spans right away."""
+        pending, decided = self._pending, self._decided
+        late: dict[str, Decision] = {}
+        for span in spans:
+            trace_id = span.trace_id
+            waiting = pending.get(trace_id)
+            if waiting is not None:
+                waiting.spans.append(span)
+                continue
+            if trace_id in late:
+                continue
+            decision = decided.get(trace_id)
+            if decision is not None:
+                decided.move_to_end(trace_id)  # a trace still receiving spans stays remembered
+                late[trace_id] = decision
+                continue
+            waiting = pending[trace_id] = _Pending(span)
+            self._deadlines.append((now + self._wait, trace_id, waiting))
+        return late
+
+    def due(self, now: float) -> list[tuple[str, Decision]]:
+        """Decide and forget every buffered trace whose wait has elapsed, and the oldest ones beyond
+        ``num_traces`` (decided early on the spans they have); return (trace_id, decision) pairs."""
+        deadlines, pending = self._deadlines, self._pending
+        results: list[tuple[str, Decision]] = []
+        while deadlines and (deadlines[0][0] <= now or len(pending) > self.config.num_traces):
+            _, trace_id, waiting = deadlines.popleft()
+            if pending.get(trace_id) is not waiting:
+                continue  # decided meanwhile by remember()
+            del pending[trace_id]
+            decision = decide(self.config, waiting.spans)
+            self._record(trace_id, decision)
+            results.append((trace_id, decision))
+        return results
+
+    def remember(self, trace_id: str, decision: Decision) -> None:
+        """Restore a decision made before a restart (not counted again in kept/dropped); spans of
+        that trace buffered meanwhile are forgotten, as the decision already covers them."""
+        self._pending.pop(trace_id, None)
+        self._put(trace_id, decision)
+
+    def _record(self, trace_id: str, decision: Decision) -> None:
+        if decision is Decision.SAMPLED:
+            self.kept += 1
+        else:
+            self.dropped += 1
+        self._put(trace_id, decision)
+
+    def _put(self, trace_id: str, decision: Decision) -> None:
+        decided = self._decided
+        decided[trace_id] = decision
+        decided.move_to_end(trace_id)
+        if len(decided) > self._decided_limit:
+            decided.popitem(last=False)
