@@ -69,13 +69,27 @@ def start_stack(data_dir: Path, extra_env: dict[str, str]) -> tuple[subprocess.P
         urls[spec.name] = f"http://127.0.0.1:{port}"
     env.update(extra_env)
     subprocess.run(
-        [sys.executable, "-m", "bookline", "seed", "--data-dir", str(data_dir),
-         "--properties", str(args.properties), "--rooms-per-property", str(ROOMS_PER_PROPERTY)],
-        env=env, check=True, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "bookline",
+            "seed",
+            "--data-dir",
+            str(data_dir),
+            "--properties",
+            str(args.properties),
+            "--rooms-per-property",
+            str(ROOMS_PER_PROPERTY),
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "bookline", "up", "--data-dir", str(data_dir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 90
     for url in urls.values():
@@ -112,9 +126,15 @@ async def drive(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
         tokens = []
         for _ in range(total):
-            async with http.post(f"{urls['payment-gateway']}/v1/tokens", json={
-                "number": "4242424242424242", "exp_month": 12, "exp_year": check_in.year + 3, "cvc": "123",
-            }) as r:
+            async with http.post(
+                f"{urls['payment-gateway']}/v1/tokens",
+                json={
+                    "number": "4242424242424242",
+                    "exp_month": 12,
+                    "exp_year": check_in.year + 3,
+                    "cvc": "123",
+                },
+            ) as r:
                 tokens.append((await r.json())["token"])
         pending = list(range(total))
         latencies: list[float] = []
@@ -126,14 +146,19 @@ async def drive(
                 room = first_room + i
                 prop = room // ROOMS_PER_PROPERTY + 1
                 body = {
-                    "user_id": f"bench-{i}", "source": "api", "property_id": f"prop-{prop:05d}",
+                    "user_id": f"bench-{i}",
+                    "source": "api",
+                    "property_id": f"prop-{prop:05d}",
                     "room_id": f"prop-{prop:05d}-r{room % ROOMS_PER_PROPERTY + 1:03d}",
-                    "check_in": check_in.isoformat(), "check_out": check_out.isoformat(), "guests": 1,
+                    "check_in": check_in.isoformat(),
+                    "check_out": check_out.isoformat(),
+                    "guests": 1,
                     "payment": {"method": "card", "token": tokens[i], "card_last_four": "4242"},
                 }
                 started = time.perf_counter()
-                async with http.post(f"{urls['booking-service']}/bookings", json=body,
-                                     headers={"Idempotency-Key": str(uuid.uuid4())}) as r:
+                async with http.post(
+                    f"{urls['booking-service']}/bookings", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+                ) as r:
                     answer = await r.json()
                     status = r.status
                 latencies.append(time.perf_counter() - started)
@@ -196,27 +221,37 @@ def main() -> None:
     sink = ThreadingHTTPServer(("127.0.0.1", free_port()), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
-    on = run_mode("tracing on (OTLP export)", {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    on = run_mode(
+        "tracing on (OTLP export)",
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+    )
     off = run_mode("tracing off", {"OTEL_SDK_DISABLED": "true"})
     sink.shutdown()
-    print(f"\n{args.bookings} bookings over distinct rooms, concurrency {args.concurrency}, "
-          f"{os.cpu_count()} CPUs, SQLite\n")
+    print(
+        f"\n{args.bookings} bookings over distinct rooms, concurrency {args.concurrency}, "
+        f"{os.cpu_count()} CPUs, SQLite\n"
+    )
     print(f"{'mode':28} {'confirmed':>9} {'bookings/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for r in (on, off):
-        print(f"{r['mode']:28} {r['confirmed']:>9} {r['per_s']:>10.1f} {r['p50']:>8.1f} {r['p95']:>8.1f} "
-              f"{r['p99']:>8.1f}")
+        print(
+            f"{r['mode']:28} {r['confirmed']:>9} {r['per_s']:>10.1f} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
+        )
         if set(r["outcomes"]) != {201}:
             print(f"  other answers: {r['outcomes']}")
     print("\nCPU ms per booking, by service:")
     names = sorted(on["cpu_ms"])
     print(f"{'mode':28} " + " ".join(f"{n.split('-')[0][:12]:>12}" for n in names) + f" {'total':>8}")
     for r in (on, off):
-        print(f"{r['mode']:28} " + " ".join(f"{r['cpu_ms'].get(n, 0):>12.1f}" for n in names)
-              + f" {sum(r['cpu_ms'].values()):>8.1f}")
+        print(
+            f"{r['mode']:28} "
+            + " ".join(f"{r['cpu_ms'].get(n, 0):>12.1f}" for n in names)
+            + f" {sum(r['cpu_ms'].values()):>8.1f}"
+        )
     cost = (off["per_s"] - on["per_s"]) / off["per_s"] * 100
-    print(f"\ntracing costs {cost:.1f}% of throughput; the sink received "
-          f"{sum(_Sink.received.values()) / 1e6:.1f} MB of OTLP ({dict(_Sink.received)})")
+    print(
+        f"\ntracing costs {cost:.1f}% of throughput; the sink received "
+        f"{sum(_Sink.received.values()) / 1e6:.1f} MB of OTLP ({dict(_Sink.received)})"
+    )
 
 
 if __name__ == "__main__":
