@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, select, text, update
+from sqlalchemy import Integer, and_, bindparam, insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +26,78 @@ UPSERT_STEPS = text(
     "VALUES (:booking_id, :step, :status, :updated_at) "
     "ON CONFLICT (booking_id, step) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at"
 )
+
+# The other statements are built once, at import, too: constructing one on every call cost more CPU
+# than running it. Parameters of UPDATE statements are not named after columns (SQLAlchemy reserves
+# those names for the SET clause): ``booking`` names the booking, ``idempotency_key`` the key.
+SELECT_KEY = select(idempotency_keys).where(idempotency_keys.c.key == bindparam("key"))
+SELECT_KEY_OF_BOOKING = select(idempotency_keys.c.key).where(idempotency_keys.c.booking_id == bindparam("booking_id"))
+INSERT_KEY = insert(idempotency_keys)
+_STORE_RESPONSE = {
+    "status": "done",
+    "response_status": bindparam("reply_status"),
+    "response_body": bindparam("reply_body"),
+    "updated_at": bindparam("now"),
+}
+STORE_KEY_RESPONSE = (
+    update(idempotency_keys).where(idempotency_keys.c.key == bindparam("idempotency_key")).values(_STORE_RESPONSE)
+)
+STORE_BOOKING_KEY_RESPONSE = (
+    update(idempotency_keys)
+    .where(
+        idempotency_keys.c.key == bindparam("idempotency_key"), idempotency_keys.c.booking_id == bindparam("booking")
+    )
+    .values(_STORE_RESPONSE)
+)
+
+INSERT_BOOKING = insert(bookings)
+SELECT_BOOKING = select(bookings).where(bookings.c.booking_id == bindparam("booking_id"))
+SELECT_BOOKING_STATUS = select(bookings.c.status).where(bookings.c.booking_id == bindparam("booking_id"))
+# no SET clause of its own: it sets the columns named in the parameters, besides ``booking``
+UPDATE_BOOKING = update(bookings).where(bookings.c.booking_id == bindparam("booking"))
+_BOOKING_COLUMNS = frozenset(bookings.c.keys())
+SELECT_STEPS = select(saga_steps.c.step, saga_steps.c.status).where(saga_steps.c.booking_id == bindparam("booking_id"))
+
+SELECT_STALE_PENDING = (
+    select(bookings)
+    .where(bookings.c.status == BookingStatus.PENDING.value, bookings.c.updated_at < bindparam("stale_before"))
+    .limit(bindparam("limit", type_=Integer))
+)
+SELECT_STALE_WITH_OPEN_STEPS = (
+    select(bookings)
+    .join(saga_steps, saga_steps.c.booking_id == bookings.c.booking_id)
+    .where(
+        bookings.c.status != BookingStatus.PENDING.value,
+        bookings.c.updated_at < bindparam("stale_before"),
+        saga_steps.c.status.in_(OPEN),
+        # steps that legitimately stay done once the booking is settled
+        ~and_(
+            bookings.c.status == BookingStatus.CONFIRMED.value,
+            saga_steps.c.status == "done",
+        ),
+        ~and_(
+            bookings.c.status == BookingStatus.CANCELLED.value,
+            saga_steps.c.status == "done",
+        ),
+    )
+    .distinct()
+    .limit(bindparam("limit", type_=Integer))
+)
+# taken only if nobody touched the booking since it was seen stalled
+CLAIM_STALLED_BOOKING = (
+    update(bookings)
+    .where(bookings.c.booking_id == bindparam("booking"), bookings.c.updated_at == bindparam("seen_updated_at"))
+    .values(updated_at=bindparam("now"))
+)
+
+
+def _columns(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` if each names a column of bookings: a prebuilt statement ignores other names
+    where ``.values()`` refused them, and a misspelt column must not be dropped silently."""
+    unknown = values.keys() - _BOOKING_COLUMNS
+    if unknown:
+        raise ValueError(f"bookings has no column {', '.join(sorted(unknown))}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -45,7 +117,7 @@ class SagaStore:
     # idempotency -----------------------------------------------------------------------------
     async def find_key(self, key: str) -> Row | None:
         async with self.db.read() as conn:
-            return (await conn.execute(select(idempotency_keys).where(idempotency_keys.c.key == key))).first()
+            return (await conn.execute(SELECT_KEY, {"key": key})).first()
 
     async def start_booking(
         self,
@@ -61,19 +133,19 @@ class SagaStore:
             async with self.db.write() as conn:
                 if key is not None:
                     await conn.execute(
-                        insert(idempotency_keys).values(
-                            key=key,
-                            request_hash=request_hash,
-                            booking_id=booking["booking_id"],
-                            status="in_flight",
-                            created_at=now,
-                            updated_at=now,
-                        )
+                        INSERT_KEY,
+                        {
+                            "key": key,
+                            "request_hash": request_hash,
+                            "booking_id": booking["booking_id"],
+                            "status": "in_flight",
+                            "created_at": now,
+                            "updated_at": now,
+                        },
                     )
                 await conn.execute(
-                    insert(bookings).values(
-                        **booking, status=BookingStatus.PENDING.value, created_at=now, updated_at=now
-                    )
+                    INSERT_BOOKING,
+                    {**_columns(booking), "status": BookingStatus.PENDING.value, "created_at": now, "updated_at": now},
                 )
                 await self._set_steps(conn, booking["booking_id"], steps, now)
         except IntegrityError as exc:
@@ -83,29 +155,26 @@ class SagaStore:
         """Record the answer a key replays from now on (used when a key's booking is abandoned)."""
         async with self.db.write() as conn:
             await conn.execute(
-                update(idempotency_keys)
-                .where(idempotency_keys.c.key == key)
-                .values(
-                    status="done",
-                    response_status=response.status,
-                    response_body=json.dumps(response.body),
-                    updated_at=time.time(),
-                )
+                STORE_KEY_RESPONSE,
+                {
+                    "idempotency_key": key,
+                    "reply_status": response.status,
+                    "reply_body": json.dumps(response.body),
+                    "now": time.time(),
+                },
             )
 
     # bookings and steps ----------------------------------------------------------------------
     async def get(self, booking_id: str) -> Row:
         async with self.db.read() as conn:
-            row = (await conn.execute(select(bookings).where(bookings.c.booking_id == booking_id))).first()
+            row = (await conn.execute(SELECT_BOOKING, {"booking_id": booking_id})).first()
         if row is None:
             raise NotFound("booking_not_found", f"no booking {booking_id}")
         return row
 
     async def steps(self, booking_id: str) -> dict[str, str]:
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(saga_steps.c.step, saga_steps.c.status).where(saga_steps.c.booking_id == booking_id)
-            )
+            rows = await conn.execute(SELECT_STEPS, {"booking_id": booking_id})
             return {r.step: r.status for r in rows}
 
     async def record(
@@ -118,9 +187,7 @@ class SagaStore:
         now = time.time()
         async with self.db.write() as conn:
             await self._set_steps(conn, booking_id, steps, now)
-            await conn.execute(
-                update(bookings).where(bookings.c.booking_id == booking_id).values(**booking_values, updated_at=now)
-            )
+            await conn.execute(UPDATE_BOOKING, {**_columns(booking_values), "updated_at": now, "booking": booking_id})
 
     async def _set_steps(self, conn: Any, booking_id: str, steps: dict[str, str] | None, now: float) -> None:
         if not steps:
@@ -143,34 +210,29 @@ class SagaStore:
         """Move the booking to its final status and store the response its key replays, atomically."""
         now = time.time()
         async with self.db.write() as conn:
-            current = (
-                await conn.execute(select(bookings.c.status).where(bookings.c.booking_id == booking_id))
-            ).scalar_one()
+            current = (await conn.execute(SELECT_BOOKING_STATUS, {"booking_id": booking_id})).scalar_one()
             if current != status.value:
                 check_transition(BookingStatus(current), status)
             await self._set_steps(conn, booking_id, steps, now)
             await conn.execute(
-                update(bookings)
-                .where(bookings.c.booking_id == booking_id)
-                .values(**booking_values, status=status.value, updated_at=now)
+                UPDATE_BOOKING,
+                {**_columns(booking_values), "status": status.value, "updated_at": now, "booking": booking_id},
             )
             if key is not None and response is not None:
                 await conn.execute(
-                    update(idempotency_keys)
-                    .where(idempotency_keys.c.key == key, idempotency_keys.c.booking_id == booking_id)
-                    .values(
-                        status="done",
-                        response_status=response.status,
-                        response_body=json.dumps(response.body),
-                        updated_at=now,
-                    )
+                    STORE_BOOKING_KEY_RESPONSE,
+                    {
+                        "idempotency_key": key,
+                        "booking": booking_id,
+                        "reply_status": response.status,
+                        "reply_body": json.dumps(response.body),
+                        "now": now,
+                    },
                 )
 
     async def key_of(self, booking_id: str) -> str | None:
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(select(idempotency_keys.c.key).where(idempotency_keys.c.booking_id == booking_id))
-            ).first()
+            row = (await conn.execute(SELECT_KEY_OF_BOOKING, {"booking_id": booking_id})).first()
         return row.key if row else None
 
     # recovery --------------------------------------------------------------------------------
@@ -178,43 +240,15 @@ class SagaStore:
         """Bookings whose saga stopped: pending and quiet for a while, or ended with a step left open
         (a compensation, a capture or a refund that did not finish)."""
         async with self.db.read() as conn:
-            pending = (
-                await conn.execute(
-                    select(bookings)
-                    .where(bookings.c.status == BookingStatus.PENDING.value, bookings.c.updated_at < stale_before)
-                    .limit(limit)
-                )
-            ).all()
-            open_steps = (
-                await conn.execute(
-                    select(bookings)
-                    .join(saga_steps, saga_steps.c.booking_id == bookings.c.booking_id)
-                    .where(
-                        bookings.c.status != BookingStatus.PENDING.value,
-                        bookings.c.updated_at < stale_before,
-                        saga_steps.c.status.in_(OPEN),
-                        # steps that legitimately stay done once the booking is settled
-                        ~and_(
-                            bookings.c.status == BookingStatus.CONFIRMED.value,
-                            saga_steps.c.status == "done",
-                        ),
-                        ~and_(
-                            bookings.c.status == BookingStatus.CANCELLED.value,
-                            saga_steps.c.status == "done",
-                        ),
-                    )
-                    .distinct()
-                    .limit(limit)
-                )
-            ).all()
+            params = {"stale_before": stale_before, "limit": limit}
+            pending = (await conn.execute(SELECT_STALE_PENDING, params)).all()
+            open_steps = (await conn.execute(SELECT_STALE_WITH_OPEN_STEPS, params)).all()
         return [*pending, *open_steps]
 
     async def claim(self, booking_id: str, seen_updated_at: float) -> bool:
         """Take a stalled booking for recovery; False if another worker (or the saga) touched it."""
         async with self.db.write() as conn:
             result = await conn.execute(
-                update(bookings)
-                .where(bookings.c.booking_id == booking_id, bookings.c.updated_at == seen_updated_at)
-                .values(updated_at=time.time())
+                CLAIM_STALLED_BOOKING, {"booking": booking_id, "seen_updated_at": seen_updated_at, "now": time.time()}
             )
             return result.rowcount == 1

@@ -14,18 +14,14 @@ from datetime import date
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from bookline.adapters.db import Database
 from bookline.domain.errors import HoldExpired, InvalidRequest, LockContention, NotFound
 from bookline.domain.stay import StayDates
-from bookline.services.availability.tables import (
-    holds,
-    properties,
-    room_night_claims,
-    rooms,
-)
+from bookline.services.availability import statements as sql
+from bookline.services.availability.tables import properties, rooms
 
 
 @dataclass(frozen=True)
@@ -37,11 +33,6 @@ class Guards:
 
 def _now() -> float:
     return time.time()
-
-
-def _live_claim(now: float):  # type: ignore[no-untyped-def]
-    """A claim that takes its night: booked, or a hold that has not expired."""
-    return or_(room_night_claims.c.kind == "booked", room_night_claims.c.expires_at > now)
 
 
 async def list_properties(*, db: Database, city: str | None, limit: int, offset: int) -> list[dict]:
@@ -60,9 +51,7 @@ async def list_properties(*, db: Database, city: str | None, limit: int, offset:
 
 async def get_property(*, db: Database, property_id: str) -> dict:
     async with db.read() as conn:
-        row = (
-            await conn.execute(select(properties).where(properties.c.property_id == property_id))
-        ).first()
+        row = (await conn.execute(select(properties).where(properties.c.property_id == property_id))).first()
         if row is None:
             raise NotFound("property_not_found", f"no property {property_id}")
         room_rows = await conn.execute(
@@ -73,29 +62,18 @@ async def get_property(*, db: Database, property_id: str) -> dict:
         return {**row._mapping, "rooms": [dict(r._mapping) for r in room_rows]}
 
 
-async def search(
-    *, db: Database, property_id: str, stay: StayDates, guests: int, room_id: str | None = None
-) -> dict:
+async def search(*, db: Database, property_id: str, stay: StayDates, guests: int, room_id: str | None = None) -> dict:
     """The rooms of a property (or the one room asked for) that fit the guests and have no live claim
     on any night of the stay. ``max_capacity`` tells a caller whether the guests fit any room at all."""
     span = trace.get_current_span()
     now = _now()
-    taken = exists().where(
-        room_night_claims.c.room_id == rooms.c.room_id,
-        room_night_claims.c.night >= stay.check_in,
-        room_night_claims.c.night < stay.check_out,
-        _live_claim(now),
-    )
     async with db.read() as conn:
-        if (
-            await conn.execute(select(properties.c.property_id).where(properties.c.property_id == property_id))
-        ).first() is None:
+        if (await conn.execute(sql.SELECT_PROPERTY_ID, {"property_id": property_id})).first() is None:
             raise NotFound("property_not_found", f"no property {property_id}")
         all_rooms = (
             await conn.execute(
-                select(rooms.c.room_id, rooms.c.name, rooms.c.room_type, rooms.c.capacity, ~taken)
-                .where(rooms.c.property_id == property_id)
-                .order_by(rooms.c.room_id)
+                sql.SELECT_ROOMS_WITH_FREE_FLAG,
+                {"property_id": property_id, "check_in": stay.check_in, "check_out": stay.check_out, "now": now},
             )
         ).all()
     free = [
@@ -135,7 +113,7 @@ def _hold_view(row: Any) -> dict:
 
 async def get_hold(*, db: Database, reservation_id: str) -> dict:
     async with db.read() as conn:
-        row = (await conn.execute(select(holds).where(holds.c.reservation_id == reservation_id))).first()
+        row = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
     if row is None:
         raise NotFound("hold_not_found", f"no hold {reservation_id}")
     return _hold_view(row)
@@ -161,38 +139,23 @@ async def place_hold(
     expires_at = now + ttl_seconds
     try:
         async with db.write() as conn:
-            room = (
-                await conn.execute(
-                    select(rooms.c.property_id).where(rooms.c.room_id == room_id)
-                )
-            ).first()
+            room = (await conn.execute(sql.SELECT_ROOM_PROPERTY, {"room_id": room_id})).first()
             if room is None or room.property_id != property_id:
                 raise NotFound("room_not_found", f"no room {room_id} in property {property_id}")
-            existing = (
-                await conn.execute(select(holds).where(holds.c.reservation_id == reservation_id))
-            ).first()
+            existing = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
             if existing is not None:
                 if (existing.room_id, existing.check_in, existing.check_out) != (
                     room_id,
                     stay.check_in,
                     stay.check_out,
                 ):
-                    raise InvalidRequest(
-                        "reservation_id_reused", "this reservation already holds other nights"
-                    )
+                    raise InvalidRequest("reservation_id_reused", "this reservation already holds other nights")
                 span.set_attribute("booking.lock_acquired", existing.status in ("held", "committed"))
                 return _hold_view(existing)
             # an expired hold no longer takes its night: clear it so the key admits the new claim
+            await conn.execute(sql.DELETE_EXPIRED_CLAIMS_OF_NIGHTS, {"room_id": room_id, "nights": nights, "now": now})
             await conn.execute(
-                delete(room_night_claims).where(
-                    room_night_claims.c.room_id == room_id,
-                    room_night_claims.c.night.in_(nights),
-                    room_night_claims.c.kind == "hold",
-                    room_night_claims.c.expires_at <= now,
-                )
-            )
-            await conn.execute(
-                insert(room_night_claims),
+                sql.INSERT_CLAIM,
                 [
                     {
                         "room_id": room_id,
@@ -205,17 +168,18 @@ async def place_hold(
                 ],
             )
             await conn.execute(
-                insert(holds).values(
-                    reservation_id=reservation_id,
-                    property_id=property_id,
-                    room_id=room_id,
-                    check_in=stay.check_in,
-                    check_out=stay.check_out,
-                    status="held",
-                    expires_at=expires_at,
-                    created_at=now,
-                    updated_at=now,
-                )
+                sql.INSERT_HOLD,
+                {
+                    "reservation_id": reservation_id,
+                    "property_id": property_id,
+                    "room_id": room_id,
+                    "check_in": stay.check_in,
+                    "check_out": stay.check_out,
+                    "status": "held",
+                    "expires_at": expires_at,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
     except IntegrityError:
         competitor = await _competitor(db, room_id, nights, now)
@@ -243,14 +207,7 @@ async def _competitor(db: Database, room_id: str, nights: list[date], now: float
     async with db.read() as conn:
         row = (
             await conn.execute(
-                select(room_night_claims.c.reservation_id, room_night_claims.c.kind)
-                .where(
-                    room_night_claims.c.room_id == room_id,
-                    room_night_claims.c.night.in_(nights),
-                    _live_claim(now),
-                )
-                .order_by(room_night_claims.c.night)
-                .limit(1)
+                sql.SELECT_FIRST_LIVE_CLAIM_OF_NIGHTS, {"room_id": room_id, "nights": nights, "now": now}
             )
         ).first()
     if row is None:  # the competitor finished or expired between our insert and this look-up
@@ -273,7 +230,7 @@ async def commit_hold(*, db: Database, reservation_id: str, guards: Guards = Gua
 
 async def _commit(db: Database, reservation_id: str, now: float, guards: Guards) -> dict:
     async with db.write() as conn:
-        hold = (await conn.execute(select(holds).where(holds.c.reservation_id == reservation_id))).first()
+        hold = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
         if hold is None:
             raise NotFound("hold_not_found", f"no hold {reservation_id}")
         if hold.status == "committed":
@@ -282,25 +239,14 @@ async def _commit(db: Database, reservation_id: str, now: float, guards: Guards)
         valid = hold.status == "held" and (hold.expires_at > now or not guards.fencing)
         claimed = 0
         if valid:
-            conditions = [
-                room_night_claims.c.reservation_id == reservation_id,
-                room_night_claims.c.kind == "hold",
-            ]
-            if guards.fencing:
-                conditions.append(room_night_claims.c.expires_at > now)
-            result = await conn.execute(
-                update(room_night_claims).where(and_(*conditions)).values(kind="booked", expires_at=None)
-            )
+            book = sql.BOOK_HELD_CLAIMS if guards.fencing else sql.BOOK_HELD_CLAIMS_UNFENCED
+            result = await conn.execute(book, {"reservation": reservation_id, "now": now})
             claimed = result.rowcount
         if not valid or claimed != nights:
             # raising rolls the partial update back; expire_stale_hold records the expiry
             raise _StaleHold(hold.status)
-        await conn.execute(
-            update(holds)
-            .where(holds.c.reservation_id == reservation_id)
-            .values(status="committed", updated_at=now)
-        )
-        hold = (await conn.execute(select(holds).where(holds.c.reservation_id == reservation_id))).first()
+        await conn.execute(sql.SET_HOLD_STATUS, {"reservation": reservation_id, "new_status": "committed", "now": now})
+        hold = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
     return _hold_view(hold)
 
 
@@ -313,16 +259,8 @@ async def expire_stale_hold(*, db: Database, reservation_id: str, status: str) -
     """Record that a hold could not be committed, free what it still claims, and say why."""
     now = _now()
     async with db.write() as conn:
-        await conn.execute(
-            delete(room_night_claims).where(
-                room_night_claims.c.reservation_id == reservation_id, room_night_claims.c.kind == "hold"
-            )
-        )
-        await conn.execute(
-            update(holds)
-            .where(holds.c.reservation_id == reservation_id, holds.c.status == "held")
-            .values(status="expired", updated_at=now)
-        )
+        await conn.execute(sql.DELETE_HELD_CLAIMS, {"reservation": reservation_id})
+        await conn.execute(sql.EXPIRE_HELD_HOLD, {"reservation": reservation_id, "now": now})
     return HoldExpired(
         "hold_expired",
         "the hold expired before the booking could be confirmed",
@@ -334,17 +272,11 @@ async def release_hold(*, db: Database, reservation_id: str) -> dict:
     """Give back the nights of a hold that was not committed. Nothing to undo is not an error."""
     now = _now()
     async with db.write() as conn:
-        hold = (await conn.execute(select(holds).where(holds.c.reservation_id == reservation_id))).first()
+        hold = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
         if hold is None or hold.status != "held":
             return {"reservation_id": reservation_id, "released": False, "status": hold.status if hold else None}
-        await conn.execute(
-            delete(room_night_claims).where(
-                room_night_claims.c.reservation_id == reservation_id, room_night_claims.c.kind == "hold"
-            )
-        )
-        await conn.execute(
-            update(holds).where(holds.c.reservation_id == reservation_id).values(status="released", updated_at=now)
-        )
+        await conn.execute(sql.DELETE_HELD_CLAIMS, {"reservation": reservation_id})
+        await conn.execute(sql.SET_HOLD_STATUS, {"reservation": reservation_id, "new_status": "released", "now": now})
     return {"reservation_id": reservation_id, "released": True, "status": "released"}
 
 
@@ -352,18 +284,14 @@ async def restore_inventory(*, db: Database, reservation_id: str) -> dict:
     """Give back the booked nights of a reservation (a cancellation or a failed confirmation)."""
     now = _now()
     async with db.write() as conn:
-        hold = (await conn.execute(select(holds).where(holds.c.reservation_id == reservation_id))).first()
+        hold = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
         if hold is None:
             return {"reservation_id": reservation_id, "restored_nights": 0, "status": None}
-        result = await conn.execute(
-            delete(room_night_claims).where(room_night_claims.c.reservation_id == reservation_id)
-        )
+        result = await conn.execute(sql.DELETE_ALL_CLAIMS, {"reservation": reservation_id})
         status = hold.status
         if status in ("held", "committed"):
             status = "released"
-            await conn.execute(
-                update(holds).where(holds.c.reservation_id == reservation_id).values(status=status, updated_at=now)
-            )
+            await conn.execute(sql.SET_HOLD_STATUS, {"reservation": reservation_id, "new_status": status, "now": now})
     return {"reservation_id": reservation_id, "restored_nights": result.rowcount, "status": status}
 
 
@@ -371,20 +299,9 @@ async def sweep_expired_holds(*, db: Database) -> int:
     """Mark holds past their expiry as expired and free their claims; returns how many."""
     now = _now()
     async with db.write() as conn:
-        expired = [
-            r.reservation_id
-            for r in await conn.execute(
-                select(holds.c.reservation_id).where(holds.c.status == "held", holds.c.expires_at <= now).limit(500)
-            )
-        ]
+        expired = [r.reservation_id for r in await conn.execute(sql.SELECT_EXPIRED_HOLD_IDS, {"now": now})]
         if not expired:
             return 0
-        await conn.execute(
-            delete(room_night_claims).where(
-                room_night_claims.c.reservation_id.in_(expired), room_night_claims.c.kind == "hold"
-            )
-        )
-        await conn.execute(
-            update(holds).where(holds.c.reservation_id.in_(expired)).values(status="expired", updated_at=now)
-        )
+        await conn.execute(sql.DELETE_HELD_CLAIMS_OF_RESERVATIONS, {"reservations": expired})
+        await conn.execute(sql.EXPIRE_HOLDS, {"reservations": expired, "now": now})
     return len(expired)

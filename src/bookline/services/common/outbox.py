@@ -10,10 +10,12 @@ republishes the same message id, which the queue stores once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -22,10 +24,16 @@ from sqlalchemy import (
     Column,
     Float,
     Index,
+    Insert,
+    Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
+    Update,
+    bindparam,
+    insert,
     select,
     update,
 )
@@ -53,6 +61,30 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
+@dataclass(frozen=True)
+class _Statements:
+    insert_event: Insert
+    select_unpublished: Select
+    mark_published: Update
+
+
+@functools.cache
+def _statements(table: Table) -> _Statements:
+    """The statements on one outbox table, built once: constructing them on every call cost more
+    CPU than running them."""
+    return _Statements(
+        insert_event=insert(table),
+        select_unpublished=select(table.c.event_id, table.c.topic, table.c.payload, table.c.headers)
+        .where(table.c.published_at.is_(None))
+        .order_by(table.c.created_at, table.c.event_id)
+        .limit(bindparam("batch_size", type_=Integer)),
+        # the event id is passed as ``event``: SQLAlchemy reserves column names for the SET clause
+        mark_published=update(table)
+        .where(table.c.event_id == bindparam("event"), table.c.published_at.is_(None))
+        .values(published_at=bindparam("now")),
+    )
+
+
 async def add_to_outbox(
     conn: AsyncConnection,
     table: Table,
@@ -64,14 +96,15 @@ async def add_to_outbox(
     """Write an event in the caller's transaction, with the current trace context; returns its id."""
     event_id = event_id or str(uuid.uuid4())
     await conn.execute(
-        table.insert().values(
-            event_id=event_id,
-            topic=topic,
-            payload=json.dumps(payload, separators=(",", ":")),
-            headers=json.dumps(inject_context({}), separators=(",", ":")),
-            created_at=time.time(),
-            published_at=None,
-        )
+        _statements(table).insert_event,
+        {
+            "event_id": event_id,
+            "topic": topic,
+            "payload": json.dumps(payload, separators=(",", ":")),
+            "headers": json.dumps(inject_context({}), separators=(",", ":")),
+            "created_at": time.time(),
+            "published_at": None,
+        },
     )
     return event_id
 
@@ -83,9 +116,7 @@ async def _stop_task(task: asyncio.Task[None], timeout_s: float) -> None:
         task.cancel()  # an interrupted step is done again later: every step is idempotent
         await asyncio.wait({task})
     if not task.cancelled() and task.exception() is not None:
-        log.error(
-            "background task %s ended with an error", task.get_name(), exc_info=task.exception()
-        )
+        log.error("background task %s ended with an error", task.get_name(), exc_info=task.exception())
 
 
 class OutboxRelay:
@@ -128,23 +159,14 @@ class OutboxRelay:
         Stops at the first row that fails (it is retried on the next call), so events of one
         service leave in the order they were written.
         """
-        t = self.table
+        query = _statements(self.table).select_unpublished
         # an idle poll every few hundred ms must not leave a root trace of its SELECT each time
         with suppress_instrumentation():
             async with self.db.read() as conn:
-                rows = (
-                    await conn.execute(
-                        select(t.c.event_id, t.c.topic, t.c.payload, t.c.headers)
-                        .where(t.c.published_at.is_(None))
-                        .order_by(t.c.created_at, t.c.event_id)
-                        .limit(self.batch_size)
-                    )
-                ).all()
+                rows = (await conn.execute(query, {"batch_size": self.batch_size})).all()
         published = 0
         for row in rows:
-            await self._publish(
-                row.event_id, row.topic, json.loads(row.payload), json.loads(row.headers)
-            )
+            await self._publish(row.event_id, row.topic, json.loads(row.payload), json.loads(row.headers))
             published += 1
         return published
 
@@ -172,11 +194,7 @@ class OutboxRelay:
             headers = inject_context({})
             await self.queue.publish(topic, payload, headers=headers, message_id=event_id)
             async with self.db.write() as conn:
-                await conn.execute(
-                    update(self.table)
-                    .where(self.table.c.event_id == event_id, self.table.c.published_at.is_(None))
-                    .values(published_at=time.time())
-                )
+                await conn.execute(_statements(self.table).mark_published, {"event": event_id, "now": time.time()})
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

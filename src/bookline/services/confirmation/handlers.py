@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bookline.adapters.db import Database
@@ -49,15 +49,27 @@ def _view(row: Any) -> dict:
 
 def _event(row: dict) -> dict:
     keys = (
-        "booking_id", "reservation_id", "confirmation_code", "user_id", "property_id", "room_id",
-        "check_in", "check_out", "total_minor", "currency",
+        "booking_id",
+        "reservation_id",
+        "confirmation_code",
+        "user_id",
+        "property_id",
+        "room_id",
+        "check_in",
+        "check_out",
+        "total_minor",
+        "currency",
     )
     return {k: row[k] for k in keys}
 
 
+# Statements are built once, at import: constructing one on every call cost more CPU than running it.
+SELECT_BOOKING = select(bookings).where(bookings.c.reservation_id == bindparam("reservation"))
+
+
 async def get_confirmation(*, db: Database, reservation_id: str) -> dict:
     async with db.read() as conn:
-        row = (await conn.execute(select(bookings).where(bookings.c.reservation_id == reservation_id))).first()
+        row = (await conn.execute(SELECT_BOOKING, {"reservation": reservation_id})).first()
     if row is None:
         raise NotFound("confirmation_not_found", f"no confirmed booking for {reservation_id}")
     return _view(row)
@@ -94,6 +106,9 @@ async def confirm(*, db: Database, availability: AvailabilityClient, request: Co
     return row
 
 
+INSERT_BOOKING = insert(bookings)
+
+
 async def _insert_booking(db: Database, request: Confirmation, code: str) -> dict:
     now = time.time()
     values = {
@@ -113,13 +128,24 @@ async def _insert_booking(db: Database, request: Confirmation, code: str) -> dic
         "updated_at": now,
     }
     async with db.write() as conn:
-        await conn.execute(insert(bookings).values(**values))
+        await conn.execute(INSERT_BOOKING, values)
         row = {**values, "check_in": request.check_in.isoformat(), "check_out": request.check_out.isoformat()}
         await add_to_outbox(
-            conn, outbox, topic="booking.confirmed", payload=_event(row),
+            conn,
+            outbox,
+            topic="booking.confirmed",
+            payload=_event(row),
             event_id=f"{request.booking_id}-confirmed",
         )
     return row
+
+
+# a reservation id is passed as ``reservation``: SQLAlchemy reserves column names for the SET clause
+CANCEL_BOOKING = (
+    update(bookings)
+    .where(bookings.c.reservation_id == bindparam("reservation"))
+    .values(status="cancelled", updated_at=bindparam("now"))
+)
 
 
 async def cancel(*, db: Database, availability: AvailabilityClient, reservation_id: str) -> dict:
@@ -128,17 +154,16 @@ async def cancel(*, db: Database, availability: AvailabilityClient, reservation_
     span.set_attribute("booking.reservation_id", reservation_id)
     now = time.time()
     async with db.write() as conn:
-        row = (await conn.execute(select(bookings).where(bookings.c.reservation_id == reservation_id))).first()
+        row = (await conn.execute(SELECT_BOOKING, {"reservation": reservation_id})).first()
         if row is None:
             raise NotFound("confirmation_not_found", f"no confirmed booking for {reservation_id}")
         if row.status == "confirmed":
-            await conn.execute(
-                update(bookings)
-                .where(bookings.c.reservation_id == reservation_id)
-                .values(status="cancelled", updated_at=now)
-            )
+            await conn.execute(CANCEL_BOOKING, {"reservation": reservation_id, "now": now})
             await add_to_outbox(
-                conn, outbox, topic="booking.cancelled", payload=_event(_view(row)),
+                conn,
+                outbox,
+                topic="booking.cancelled",
+                payload=_event(_view(row)),
                 event_id=f"{row.booking_id}-cancelled",
             )
     # outside the transaction: never hold a database transaction across a network call

@@ -22,7 +22,6 @@ from enum import StrEnum
 from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
-from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,8 +36,8 @@ from bookline.domain.errors import (
     NotFound,
     PaymentDeclined,
 )
+from bookline.services.gateway import statements as sql
 from bookline.services.gateway.cards import Behavior, FaultRates, decide, examine_card
-from bookline.services.gateway.tables import authorizations, idempotency_keys, tokens
 
 MAX_KEY_LENGTH = 255
 
@@ -111,14 +110,14 @@ class KeyedRequest:
         canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
         return cls(key, operation, hashlib.sha256(canonical.encode()).hexdigest())
 
-    def row_filter(self):  # type: ignore[no-untyped-def]
-        return (idempotency_keys.c.key == self.key) & (idempotency_keys.c.operation == self.operation)
+    def row_params(self) -> dict[str, str]:
+        """The parameters that name this request's row of the idempotency keys."""
+        return {"idempotency_key": self.key, "operation_name": self.operation}
 
     async def record(self, conn: AsyncConnection, reply: Reply) -> None:
         await conn.execute(
-            update(idempotency_keys)
-            .where(self.row_filter())
-            .values(response_status=reply.status, response_body=json.dumps(reply.body))
+            sql.RECORD_REPLY,
+            {**self.row_params(), "reply_status": reply.status, "reply_body": json.dumps(reply.body)},
         )
 
 
@@ -163,32 +162,31 @@ def _stored_reply(row: Any, request: KeyedRequest) -> Reply:
 
 async def _claim(db: Database, request: KeyedRequest) -> Reply | None:
     """Take the key for this request (None), or return the stored reply of the first one."""
-    query = select(idempotency_keys).where(request.row_filter())
+    key_row = request.row_params()
     try:
         async with db.write() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(sql.SELECT_IDEMPOTENCY_KEY, key_row)).first()
             if row is not None:
                 return _stored_reply(row, request)
             await conn.execute(
-                insert(idempotency_keys).values(
-                    key=request.key,
-                    operation=request.operation,
-                    request_hash=request.request_hash,
-                    created_at=_now(),
-                )
+                sql.INSERT_IDEMPOTENCY_KEY,
+                {
+                    "key": request.key,
+                    "operation": request.operation,
+                    "request_hash": request.request_hash,
+                    "created_at": _now(),
+                },
             )
             return None
     except IntegrityError:
         # another request inserted the key between our read and our insert (PostgreSQL)
         async with db.read() as conn:
-            return _stored_reply((await conn.execute(query)).one(), request)
+            return _stored_reply((await conn.execute(sql.SELECT_IDEMPOTENCY_KEY, key_row)).one(), request)
 
 
 async def _release(db: Database, request: KeyedRequest) -> None:
     async with db.write() as conn:
-        await conn.execute(
-            delete(idempotency_keys).where(request.row_filter(), idempotency_keys.c.response_status.is_(None))
-        )
+        await conn.execute(sql.RELEASE_IDEMPOTENCY_KEY, request.row_params())
 
 
 def _error_of(reply: Reply) -> BooklineError:
@@ -244,9 +242,7 @@ async def _once(
     return reply
 
 
-async def _run_claimed(
-    db: Database, span: Span, request: KeyedRequest, work: Callable[[], Awaitable[Reply]]
-) -> Reply:
+async def _run_claimed(db: Database, span: Span, request: KeyedRequest, work: Callable[[], Awaitable[Reply]]) -> Reply:
     try:
         return await work()
     except BooklineError as exc:
@@ -290,13 +286,14 @@ async def tokenize(
         token = "tok_" + secrets.token_hex(12)
         async with db.write() as conn:
             await conn.execute(
-                insert(tokens).values(
-                    token=token,
-                    last4=card.last4,
-                    brand=card.brand,
-                    behavior=card.behavior.value,
-                    created_at=_now(),
-                )
+                sql.INSERT_TOKEN,
+                {
+                    "token": token,
+                    "last4": card.last4,
+                    "brand": card.brand,
+                    "behavior": card.behavior.value,
+                    "created_at": _now(),
+                },
             )
         return {"token": token, "last4": card.last4, "brand": card.brand}
 
@@ -327,7 +324,7 @@ async def authorize(
 
         async def work() -> Reply:
             async with db.read() as conn:
-                card = (await conn.execute(select(tokens).where(tokens.c.token == token))).first()
+                card = (await conn.execute(sql.SELECT_TOKEN, {"token": token})).first()
             if card is None:
                 raise NotFound("unknown_token", "no card has this token")
             span.set_attributes({"payment.card_last_four": card.last4, "payment.card_brand": card.brand})
@@ -353,7 +350,7 @@ async def authorize(
             }
             reply = _declined(auth) if outcome.declines else Reply(201, view(auth))
             async with db.write() as conn:
-                await conn.execute(insert(authorizations).values(auth))
+                await conn.execute(sql.INSERT_AUTHORIZATION, auth)
                 await request.record(conn, reply)
             if outcome is Behavior.SLOW:
                 # the outcome is committed; only the answer is late, past the caller's timeout
@@ -366,9 +363,7 @@ async def authorize(
 def _declined(auth: Mapping[str, Any]) -> Reply:
     reason = auth["decline_reason"]
     message = "the card has insufficient funds" if reason == "insufficient_funds" else "the card was declined"
-    error = PaymentDeclined(
-        "payment_declined", message, decline_reason=reason, authorization_id=auth["auth_id"]
-    )
+    error = PaymentDeclined("payment_declined", message, decline_reason=reason, authorization_id=auth["auth_id"])
     return Reply(error.status, {"error": error.to_body()})
 
 
@@ -441,19 +436,13 @@ async def change(
 
         async def work() -> Reply:
             async with db.write() as conn:
-                row = (
-                    await conn.execute(
-                        select(authorizations).where(authorizations.c.auth_id == auth_id).with_for_update()
-                    )
-                ).first()
+                row = (await conn.execute(sql.SELECT_AUTHORIZATION_FOR_UPDATE, {"auth_id": auth_id})).first()
                 if row is None:
                     raise NotFound(message=f"no authorization {auth_id}")
                 changes = plan(row._mapping)
                 if changes:
                     changes["updated_at"] = _now()
-                    await conn.execute(
-                        update(authorizations).where(authorizations.c.auth_id == auth_id).values(changes)
-                    )
+                    await conn.execute(sql.UPDATE_AUTHORIZATION, {**changes, "authorization": auth_id})
                 reply = Reply(200, view({**row._mapping, **changes}))
                 await request.record(conn, reply)
             return reply
@@ -466,7 +455,7 @@ async def change(
 
 async def get_authorization(*, db: Database, auth_id: str) -> dict[str, Any]:
     async with db.read() as conn:
-        row = (await conn.execute(select(authorizations).where(authorizations.c.auth_id == auth_id))).first()
+        row = (await conn.execute(sql.SELECT_AUTHORIZATION, {"auth_id": auth_id})).first()
     if row is None:
         raise NotFound(message=f"no authorization {auth_id}")
     return view(row._mapping)
@@ -474,9 +463,8 @@ async def get_authorization(*, db: Database, auth_id: str) -> dict[str, Any]:
 
 async def find_by_idempotency_key(*, db: Database, key: str) -> dict[str, Any]:
     """The authorization an authorize call with this key made: how a caller resolves a timeout."""
-    query = select(authorizations).where(authorizations.c.idempotency_key == key)
     async with db.read() as conn:
-        row = (await conn.execute(query)).first()
+        row = (await conn.execute(sql.SELECT_AUTHORIZATION_BY_KEY, {"idempotency_key": key})).first()
     if row is None:
         raise NotFound(message="no authorization was made with this Idempotency-Key")
     return view(row._mapping)
@@ -484,13 +472,11 @@ async def find_by_idempotency_key(*, db: Database, key: str) -> dict[str, Any]:
 
 async def ledger(*, db: Database, reservation_id: str) -> dict[str, Any]:
     """Every authorization of a reservation and the sums of what each step moved."""
-    query = (
-        select(authorizations)
-        .where(authorizations.c.reservation_id == reservation_id)
-        .order_by(authorizations.c.created_at, authorizations.c.auth_id)
-    )
     async with db.read() as conn:
-        rows = [r._mapping for r in await conn.execute(query)]
+        rows = [
+            r._mapping
+            for r in await conn.execute(sql.SELECT_AUTHORIZATIONS_OF_RESERVATION, {"reservation_id": reservation_id})
+        ]
     approved = [r for r in rows if r["status"] != AuthStatus.DECLINED]
     return {
         "reservation_id": reservation_id,

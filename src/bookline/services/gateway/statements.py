@@ -1,0 +1,58 @@
+"""The SQL that payment-gateway runs for tokens, idempotency keys and authorizations.
+
+Built once at import and executed with a parameter dict: constructing a statement per call (and
+coercing its values, and computing its cache key) cost more CPU than running it on SQLite.
+Parameters of UPDATE statements are not named after columns: SQLAlchemy reserves those names for
+the SET clause.
+"""
+
+from sqlalchemy import bindparam, delete, insert, select, update
+
+from bookline.services.gateway.tables import authorizations, idempotency_keys, tokens
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+INSERT_TOKEN = insert(tokens)
+
+SELECT_TOKEN = select(tokens).where(tokens.c.token == bindparam("token"))
+
+# -- idempotency keys: one row per (key, operation) -----------------------------------------------
+
+_KEY_ROW = (idempotency_keys.c.key == bindparam("idempotency_key")) & (
+    idempotency_keys.c.operation == bindparam("operation_name")
+)
+
+SELECT_IDEMPOTENCY_KEY = select(idempotency_keys).where(_KEY_ROW)
+
+INSERT_IDEMPOTENCY_KEY = insert(idempotency_keys)
+
+RECORD_REPLY = (
+    update(idempotency_keys)
+    .where(_KEY_ROW)
+    .values(response_status=bindparam("reply_status"), response_body=bindparam("reply_body"))
+)
+
+# a key whose request failed without an answer is freed, so the caller may retry
+RELEASE_IDEMPOTENCY_KEY = delete(idempotency_keys).where(_KEY_ROW, idempotency_keys.c.response_status.is_(None))
+
+# -- authorizations -------------------------------------------------------------------------------
+
+INSERT_AUTHORIZATION = insert(authorizations)
+
+SELECT_AUTHORIZATION = select(authorizations).where(authorizations.c.auth_id == bindparam("auth_id"))
+
+SELECT_AUTHORIZATION_FOR_UPDATE = SELECT_AUTHORIZATION.with_for_update()
+
+# no SET clause of its own: it sets the columns named in the parameters (what a capture, void or
+# refund changes), besides ``authorization`` which names the row
+UPDATE_AUTHORIZATION = update(authorizations).where(authorizations.c.auth_id == bindparam("authorization"))
+
+SELECT_AUTHORIZATION_BY_KEY = select(authorizations).where(
+    authorizations.c.idempotency_key == bindparam("idempotency_key")
+)
+
+SELECT_AUTHORIZATIONS_OF_RESERVATION = (
+    select(authorizations)
+    .where(authorizations.c.reservation_id == bindparam("reservation_id"))
+    .order_by(authorizations.c.created_at, authorizations.c.auth_id)
+)
