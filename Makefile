@@ -3,9 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench clean
+.PHONY: install browser run test bench bench-telemetry clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed browser
+
+# the browser tests drive Debian's chromium through Playwright (never a browser download of its own)
+browser:
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 # the stamp is older than pyproject.toml only when the dependencies may have changed
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
@@ -27,6 +31,9 @@ test: install
 
 bench: install
 	$(BIN)/python bench/bookings.py
+
+bench-telemetry: install
+	$(BIN)/python bench/telemetry.py
 
 clean:
 	rm -rf var

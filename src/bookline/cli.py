@@ -1,4 +1,5 @@
-"""The ``bookline`` command: ``up`` (the whole stack), ``serve NAME`` (one service), ``seed`` and ``demo``.
+"""The ``bookline`` command: ``up`` (the whole stack), ``serve NAME`` (one service), ``seed``, ``demo``
+and ``traces`` (the local telemetry store's traces in the terminal).
 
 Heavy modules (uvicorn, the OpenTelemetry SDK, the services) are imported inside the commands, so
 ``bookline --help`` stays fast and one service that does not import yet never breaks the others.
@@ -20,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bookline.config import Settings
+from bookline.traces_cli import traces_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals could hold a card token or a secret
 )
 console = Console(highlight=False)
+app.add_typer(traces_app, name="traces")
 
 DataDirOption = Annotated[
     Path | None,
@@ -151,7 +154,10 @@ def demo(
     for key in ("booking_id", "confirmation_code", "status", "room_id", "trace_id"):
         table.add_row(key, str(result.get(key)))
     table.add_row("total", f"{result.get('total_minor')} {result.get('currency')} (minor units)")
+    if result.get("trace_url"):
+        table.add_row("trace", str(result["trace_url"]))
     console.print(table)
+    console.print(f"its trace in the terminal: bookline traces show {result.get('trace_id')}")
 
 
 def _find_available_property(http: httpx.Client, booking: str, check_in: date, check_out: date) -> str:

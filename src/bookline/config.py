@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     telemetry_max_spans: int = Field(
         default=2_000_000, description="the oldest traces are deleted beyond this many spans"
     )
+    trace_view_url: str | None = Field(
+        default=None,
+        description="link to a trace in a viewer, with {trace_id}; booking answers carry it as trace_url "
+        "(bookline up sets it to the local store's page)",
+    )
     sampling_policy_file: Path | None = Field(
         default=None, description="tail-sampling policies (Collector vocabulary); unset means the packaged default"
     )
@@ -149,6 +154,17 @@ class Settings(BaseSettings):
     def otel(self) -> dict[str, str]:
         """The standard OTEL_* variables of this process (read here so telemetry.py need not)."""
         return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+
+    @property
+    def telemetry_disabled(self) -> bool:
+        """``OTEL_SDK_DISABLED=true``: no span, metric or log is recorded, so none is exported."""
+        return self.otel.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+    @property
+    def exports_otlp(self) -> bool:
+        """Whether the standard OTLP endpoint variables send this process's telemetry somewhere."""
+        env = self.otel
+        return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 def get_settings(**overrides: object) -> Settings:

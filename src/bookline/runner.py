@@ -29,7 +29,7 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
-from bookline.config import SERVICES, Settings
+from bookline.config import SERVICES, TELEMETRY_STORE, Settings
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_magenta", "bright_cyan")
 
@@ -53,9 +53,17 @@ class ChildSpec:
 
 
 def service_children(settings: Settings) -> list[ChildSpec]:
-    """The children of ``bookline up``: ``python -m bookline serve NAME`` for every service."""
+    """The children of ``bookline up``: ``python -m bookline serve NAME`` for every service, and the
+    local telemetry store with every service exporting to it, unless the user chose an OTLP endpoint
+    (then telemetry goes there) or turned telemetry off (then no store is started)."""
     env = dict(os.environ)
     env["BOOKLINE_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    specs = list(SERVICES)
+    if not settings.exports_otlp and not settings.telemetry_disabled:
+        specs.insert(0, TELEMETRY_STORE)
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = settings.url_of(TELEMETRY_STORE.name)
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+        env.setdefault("BOOKLINE_TRACE_VIEW_URL", settings.url_of(TELEMETRY_STORE.name) + "/traces/{trace_id}")
     return [
         ChildSpec(
             name=spec.name,
@@ -64,7 +72,7 @@ def service_children(settings: Settings) -> list[ChildSpec]:
             host=settings.host,
             env=env,
         )
-        for spec in SERVICES
+        for spec in specs
     ]
 
 
@@ -251,9 +259,7 @@ class Supervisor:
         )
         child = _Running(spec, process, colour)
         assert process.stdout is not None
-        child.reader = threading.Thread(
-            target=self._pump, args=(spec.name, colour, process.stdout), daemon=True
-        )
+        child.reader = threading.Thread(target=self._pump, args=(spec.name, colour, process.stdout), daemon=True)
         child.reader.start()
         return child
 

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from bookline.config import SERVICE_BY_NAME, SERVICES, ServiceSpec, Settings
+from bookline.config import SERVICE_BY_NAME, SERVICES, TELEMETRY_STORE, ServiceSpec, Settings
 
 
 class UnknownServiceError(ValueError):
@@ -54,7 +54,9 @@ def serve(service_name: str, settings: Settings) -> None:
 
     service = resolve_service(service_name)
     build_app = app_factory(service)  # before telemetry: an import error should be the first thing said
-    telemetry = setup_telemetry(service.name, settings, install_global=True)
+    # the store keeps its own telemetry to itself: the endpoint it would export to is usually the
+    # store, where every export would be traced and exported again (a feedback loop)
+    telemetry = setup_telemetry(service.name, settings, install_global=True, export=service is not TELEMETRY_STORE)
     try:
         app = build_app(settings, telemetry)
         config = uvicorn.Config(

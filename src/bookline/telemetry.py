@@ -44,6 +44,7 @@ from bookline.redaction import needs_scrub, scrub
 # stable HTTP semantic conventions for the HTTP instrumentations (must be set before they load)
 os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
+
 def _scrub_value(value: Any) -> Any:
     if isinstance(value, str):
         return scrub(value)
@@ -208,14 +209,6 @@ class ServiceTelemetry:
             self.logger_provider.shutdown()
 
 
-def otlp_configured(settings: Settings) -> bool:
-    env = settings.otel
-    return any(
-        env.get(k)
-        for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-
-
 def build_resource(service_name: str, settings: Settings) -> Resource:
     ours = Resource.create(
         {
@@ -238,11 +231,13 @@ def setup_telemetry(
     span_exporter: SpanExporter | None = None,
     metric_readers: Sequence[MetricReader] = (),
     install_global: bool = False,
+    export: bool = True,
 ) -> ServiceTelemetry:
     """Build the telemetry of one service.
 
     ``span_exporter`` (tests) receives every span synchronously. OTLP/HTTP export of traces,
-    metrics and logs is added whenever the standard OTLP endpoint variables are set.
+    metrics and logs is added whenever the standard OTLP endpoint variables are set, unless
+    ``export`` is False.
     """
     resource = build_resource(service_name, settings)
     tracer_provider = TracerProvider(resource=resource)
@@ -254,7 +249,7 @@ def setup_telemetry(
         tracer_provider.add_span_processor(SimpleSpanProcessor(wrap(span_exporter)))
     readers = list(metric_readers)
     logger_provider: LoggerProvider | None = None
-    if otlp_configured(settings):
+    if export and settings.exports_otlp:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter,
@@ -265,9 +260,7 @@ def setup_telemetry(
 
         tracer_provider.add_span_processor(BatchSpanProcessor(wrap(OTLPSpanExporter())))
         interval = int(settings.otel.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
-        readers.append(
-            PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval)
-        )
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval))
         logger_provider = LoggerProvider(resource=resource)
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
@@ -280,9 +273,7 @@ def setup_telemetry(
     return telemetry
 
 
-def configure_logging(
-    service_name: str, logger_provider: LoggerProvider | None, *, redact: bool = True
-) -> None:
+def configure_logging(service_name: str, logger_provider: LoggerProvider | None, *, redact: bool = True) -> None:
     """Structured JSON logs on stderr, and over OTLP beside the spans when an endpoint is set."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)

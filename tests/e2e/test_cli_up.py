@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bookline.config import SERVICES, Settings
+from bookline.config import SERVICES, TELEMETRY_STORE, Settings
 
 pytestmark = pytest.mark.stack
 
@@ -62,9 +62,14 @@ def test_bookline_up_serves_every_service_and_sigterm_stops_them_all(tmp_path: P
     missing = [s.name for s in SERVICES if find_spec(f"bookline.services.{s.key}.api") is None]
     if missing:
         pytest.skip(f"not written yet: {', '.join(missing)}")
-    ports = {f"BOOKLINE_{s.key.upper()}_PORT": str(free_port()) for s in SERVICES}
-    # our ports only, and no URL overrides that would send the services to a running dev stack
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("BOOKLINE_") and k.endswith("_URL"))}
+    ports = {f"BOOKLINE_{s.key.upper()}_PORT": str(free_port()) for s in (*SERVICES, TELEMETRY_STORE)}
+    # our ports only, no URL overrides that would send the services to a running dev stack, and no
+    # OTLP endpoint: telemetry goes to the local store that `bookline up` starts
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("BOOKLINE_") and k.endswith("_URL")) and not k.startswith("OTEL_EXPORTER_OTLP")
+    }
     env |= ports
     up = subprocess.Popen(
         [sys.executable, "-m", "bookline", "up", "--data-dir", str(tmp_path / "var")],
@@ -83,12 +88,12 @@ def test_bookline_up_serves_every_service_and_sigterm_stops_them_all(tmp_path: P
             time.sleep(0.1)
 
         settings = Settings(**{k.removeprefix("BOOKLINE_").lower(): int(v) for k, v in ports.items()})
-        for service in SERVICES:
+        for service in (*SERVICES, TELEMETRY_STORE):
             health = httpx.get(f"{settings.url_of(service.name)}/healthz", timeout=2, trust_env=False)
             assert health.status_code == 200, service.name
             assert health.json()["service"] == service.name
         processes = descendants(up.pid)
-        assert len(processes) >= len(SERVICES)
+        assert len(processes) >= len(SERVICES) + 1
 
         sent = time.monotonic()
         up.send_signal(signal.SIGTERM)

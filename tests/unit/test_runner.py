@@ -240,7 +240,10 @@ def test_children_die_with_a_supervisor_that_is_killed(
     assert wait_until(lambda: not any(alive(pid) for pid in pids), 3)
 
 
-def test_bookline_up_supervises_every_service_on_the_ports_of_the_settings(tmp_path: Path) -> None:
+def test_bookline_up_supervises_every_service_on_the_ports_of_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.example:4318")
     settings = Settings(data_dir=tmp_path / "data", booking_port=9100, notification_port=9105)
 
     children = service_children(settings)
@@ -251,3 +254,34 @@ def test_bookline_up_supervises_every_service_on_the_ports_of_the_settings(tmp_p
     assert (booking.port, notification.port) == (9100, 9105)
     assert booking.env is not None
     assert booking.env["BOOKLINE_DATA_DIR"] == str((tmp_path / "data").resolve())
+    # the user's endpoint is left alone and no local store is started
+    assert booking.env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.example:4318"
+
+
+def test_bookline_up_starts_the_telemetry_store_and_points_every_service_at_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    settings = Settings(data_dir=tmp_path / "data", telemetry_port=9318)
+
+    children = service_children(settings)
+
+    assert [c.name for c in children] == ["telemetry", *(s.name for s in SERVICES)]
+    store = children[0]
+    assert store.command[1:] == ["-m", "bookline", "serve", "telemetry"]
+    assert store.port == 9318
+    assert all(c.env and c.env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:9318" for c in children)
+
+
+def test_bookline_up_starts_no_telemetry_store_when_telemetry_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+
+    children = service_children(Settings(data_dir=tmp_path / "data"))
+
+    assert [c.name for c in children] == [s.name for s in SERVICES]

@@ -153,16 +153,21 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         response = await orchestrator.create_booking(
             request, key=key, body_hash=request_hash(body.model_dump(mode="json"))
         )
-        return JSONResponse(response.body, status_code=response.status)
+        return JSONResponse(with_trace_url(response.body), status_code=response.status)
 
     @app.get("/bookings/{booking_id}", tags=["bookings"])
     async def get_booking(booking_id: str) -> dict:
-        return await orchestrator.view(booking_id)
+        return with_trace_url(await orchestrator.view(booking_id))
 
     @app.post("/bookings/{booking_id}/cancel", tags=["bookings"])
     async def cancel_booking(booking_id: str) -> dict:
         """Cancel a confirmed booking: refund, release the nights, send the cancellation e-mail."""
-        return await orchestrator.cancel_booking(booking_id)
+        return with_trace_url(await orchestrator.cancel_booking(booking_id))
+
+    def with_trace_url(body: dict) -> dict:
+        """Link the answer to its trace in the viewer, when one is known (``bookline up`` sets it)."""
+        if settings.trace_view_url and body.get("trace_id"):
+            return {**body, "trace_url": settings.trace_view_url.format(trace_id=body["trace_id"])}
+        return body
 
     return app
-

@@ -54,3 +54,4 @@ class BookingCreated(BaseModel):
     total_minor: int
     currency: str
     trace_id: str | None
+    trace_url: str | None = Field(default=None, description="the booking's trace in the trace viewer, when one runs")

@@ -1,0 +1,429 @@
+"""Parsed OTLP export requests turned into the plain rows the store writes.
+
+Attributes become compact JSON text, ids become lowercase hex, and each span also yields the
+:class:`SpanFacts` the tail sampler reads and a per-trace delta for the trace summary row. This is
+the hot path of ingestion, so it iterates the protobuf messages once and builds tuples.
+
+An item that cannot be stored (a span whose trace id is not 16 bytes, a log record with a 3-byte span
+id, a histogram point whose bucket counts do not match its bounds) is left out and counted in
+:class:`Rejections`; the export answers ``partial_success`` with that count while the valid items
+are kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import json.encoder
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from bookline.services.telemetry.otlp import REQUESTS, decompress, parse_request
+from bookline.services.telemetry.sampling import SpanFacts
+
+KINDS = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # UNSPECIFIED reads as INTERNAL
+STATUS_CODES = ("UNSET", "OK", "ERROR")
+ERROR = 2
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+
+
+def any_value(value: AnyValue) -> Any:
+    """An attribute value as JSON-ready Python (bytes as base64, non-finite floats as text)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else str(number)
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if kind is None:
+        return None
+    return getattr(value, kind)  # bool_value, int_value
+
+
+_SCALARS = frozenset({"string_value", "int_value", "bool_value"})
+
+
+def attributes_of(key_values: Any) -> dict[str, Any]:
+    # the hot loop of ingestion: most values are non-empty strings, read without asking their kind
+    attributes = {}
+    for kv in key_values:
+        value = kv.value
+        text = value.string_value
+        if text:
+            attributes[kv.key] = text
+        else:
+            kind = value.WhichOneof("value")
+            attributes[kv.key] = getattr(value, kind) if kind in _SCALARS else any_value(value)
+    return attributes
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """Compact JSON (no spaces, UTF-8 kept), the encoder built once.
+
+    ``json.dumps`` and ``JSONEncoder.encode`` build a new C encoder on every call, which is a third
+    of the cost of encoding a span's ten attributes; the C encoder itself is reusable.
+    """
+    fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator
+        return fallback
+
+    def unserializable(value: Any) -> Any:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    encode = make(None, unserializable, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    return lambda value: "".join(encode(value, 0))
+
+
+compact = _compact_encoder()
+
+
+def _resource(key_values: Any) -> tuple[dict[str, Any], str, str]:
+    """Resource attributes, the service name (the spec's default when missing) and the stored JSON."""
+    attrs = attributes_of(key_values)
+    service = attrs.get("service.name")
+    service = service if isinstance(service, str) and service else "unknown_service"
+    return attrs, service, compact(dict(sorted(attrs.items())))
+
+
+@dataclass(slots=True)
+class Rejections:
+    """Items left out of a request and why, for the ``partial_success`` message."""
+
+    count: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str) -> None:
+        self.count += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def message(self, noun: str) -> str:
+        if not self.count:
+            return ""
+        detail = "; ".join(f"{n} with {reason}" for reason, n in self.reasons.items())
+        return f"{self.count} {noun} rejected: {detail}"
+
+
+@dataclass(slots=True)
+class TraceDelta:
+    """What one request adds to a trace's summary row."""
+
+    start_ns: int
+    end_ns: int
+    span_count: int
+    error: bool
+    root_service: str | None
+    root_name: str | None
+    booking_outcome: str | None
+
+
+# a row of the spans table in storage.SPAN_COLUMNS order: trace_id, span_id, parent_span_id, service,
+# name, kind, start_ns, end_ns, status_code, status_message, attributes, events, links, resource
+# (index into DecodedSpans.resources until the writer swaps in the resource's row id), scope
+SpanRow = tuple[str, str, str | None, str, str, int, int, int, int, str | None, str, str | None, str | None, int, str]
+
+
+@dataclass(slots=True)
+class DecodedSpans:
+    rows: list[SpanRow]
+    facts: list[SpanFacts]
+    traces: dict[str, TraceDelta]
+    resources: list[str]
+    rejected: Rejections
+
+
+def _span_problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str | None:
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
+        return "an invalid trace_id (16 non-zero bytes expected)"
+    if len(span_id) != 8 or span_id == _ZERO_SPAN:
+        return "an invalid span_id (8 non-zero bytes expected)"
+    if len(parent) not in (0, 8):
+        return "an invalid parent_span_id (8 bytes or empty expected)"
+    return None
+
+
+def _events(events: Any) -> str:
+    return compact(
+        [
+            {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": attributes_of(e.attributes)}
+            for e in events
+        ]
+    )
+
+
+def _links(links: Any) -> str:
+    return compact(
+        [
+            {"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(), "attributes": attributes_of(k.attributes)}
+            for k in links
+        ]
+    )
+
+
+def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
+    """Rows, sampler facts and per-trace summary deltas of every valid span of the request.
+
+    The loop runs for every span the store receives, hence the local names and the inlined steps.
+    """
+    decoded = DecodedSpans([], [], {}, [], Rejections())
+    add_row, add_facts, traces = decoded.rows.append, decoded.facts.append, decoded.traces
+    attributes_of_, compact_, facts_type, kinds, codes = attributes_of, compact, SpanFacts, KINDS, STATUS_CODES
+    for resource_spans in request.resource_spans:
+        resource_attrs, service, resource_json = _resource(resource_spans.resource.attributes)
+        resource_index = len(decoded.resources)
+        decoded.resources.append(resource_json)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope.name
+            for span in scope_spans.spans:
+                raw_trace, raw_span, raw_parent = span.trace_id, span.span_id, span.parent_span_id
+                if (
+                    len(raw_trace) != 16
+                    or len(raw_span) != 8
+                    or (raw_parent and len(raw_parent) != 8)
+                    or raw_trace == _ZERO_TRACE
+                    or raw_span == _ZERO_SPAN
+                ):
+                    decoded.rejected.add(_span_problem(raw_trace, raw_span, raw_parent) or "invalid ids")
+                    continue
+                trace_id = raw_trace.hex()
+                attributes = attributes_of_(span.attributes)
+                status = span.status
+                code = status.code
+                if not 0 <= code <= 2:
+                    code = 0
+                kind = span.kind
+                if not 0 <= kind <= 5:
+                    kind = 0
+                name = span.name
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                if end < start:  # a clock step must not give a negative duration
+                    end = start
+                events, links = span.events, span.links
+                add_row(
+                    (
+                        trace_id,
+                        raw_span.hex(),
+                        raw_parent.hex() if raw_parent else None,
+                        service,
+                        name,
+                        kind,
+                        start,
+                        end,
+                        code,
+                        status.message or None,
+                        compact_(attributes),
+                        _events(events) if events else None,
+                        _links(links) if links else None,
+                        resource_index,
+                        scope,
+                    )
+                )
+                add_facts(
+                    facts_type(
+                        trace_id, service, name, kinds[kind], codes[code], start, end, attributes, resource_attrs
+                    )
+                )
+                outcome = attributes.get("booking.outcome")
+                delta = traces.get(trace_id)
+                if delta is None:
+                    root = not raw_parent
+                    traces[trace_id] = TraceDelta(
+                        start,
+                        end,
+                        1,
+                        code == ERROR,
+                        service if root else None,
+                        name if root else None,
+                        None if outcome is None else str(outcome),
+                    )
+                    continue
+                delta.span_count += 1
+                if start < delta.start_ns:
+                    delta.start_ns = start
+                if end > delta.end_ns:
+                    delta.end_ns = end
+                if code == ERROR:
+                    delta.error = True
+                if not raw_parent:
+                    delta.root_service, delta.root_name = service, name
+                if outcome is not None and (delta.booking_outcome is None or name == "booking.create"):
+                    delta.booking_outcome = str(outcome)
+    return decoded
+
+
+# time_ns, observed_ns, service, severity_text, severity_number, body, trace_id, span_id, attributes,
+# resource (index), scope
+LogRow = tuple[int, int, str, str | None, int, str, str | None, str | None, str, int, str]
+
+
+@dataclass(slots=True)
+class DecodedLogs:
+    rows: list[LogRow]
+    resources: list[str]
+    rejected: Rejections
+
+
+def decode_logs(request: ExportLogsServiceRequest) -> DecodedLogs:
+    decoded = DecodedLogs([], [], Rejections())
+    for resource_logs in request.resource_logs:
+        _, service, resource_json = _resource(resource_logs.resource.attributes)
+        resource_index = len(decoded.resources)
+        decoded.resources.append(resource_json)
+        for scope_logs in resource_logs.scope_logs:
+            scope = scope_logs.scope.name
+            for record in scope_logs.log_records:
+                trace_id, span_id = record.trace_id, record.span_id
+                if len(trace_id) not in (0, 16):
+                    decoded.rejected.add("an invalid trace_id (16 bytes or empty expected)")
+                    continue
+                if len(span_id) not in (0, 8):
+                    decoded.rejected.add("an invalid span_id (8 bytes or empty expected)")
+                    continue
+                observed = record.observed_time_unix_nano
+                decoded.rows.append(
+                    (
+                        record.time_unix_nano or observed,
+                        observed,
+                        service,
+                        record.severity_text or None,
+                        int(record.severity_number),
+                        compact(any_value(record.body)),
+                        trace_id.hex() if any(trace_id) else None,
+                        span_id.hex() if any(span_id) else None,
+                        compact(attributes_of(record.attributes)),
+                        resource_index,
+                        scope,
+                    )
+                )
+    return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    """One metric time series, which every point belongs to."""
+
+    name: str
+    service: str
+    instance: str  # service.instance.id: two processes' cumulative counters are two series
+    type: str  # sum | gauge | histogram
+    unit: str
+    description: str
+    temporality: int  # 0 none (gauge), 1 delta, 2 cumulative
+    monotonic: bool
+    attributes: str  # compact JSON, keys sorted
+
+
+# series (index into DecodedMetrics.series), time_ns, start_ns, value, count, sum, bucket_counts, explicit_bounds
+PointRow = tuple[int, int, int, float | None, int | None, float | None, str | None, str | None]
+
+
+@dataclass(slots=True)
+class DecodedMetrics:
+    series: list[SeriesKey]
+    points: list[PointRow]
+    rejected: Rejections
+
+
+def _finite(number: float) -> float | None:
+    return number if math.isfinite(number) else None
+
+
+def _exponential_buckets(point: Any) -> tuple[list[int], list[float]]:
+    """An exponential histogram's buckets as explicit bounds (the negative range folds into <= 0)."""
+    base = 2.0 ** (2.0**-point.scale)
+    offset = point.positive.offset
+    positive = list(point.positive.bucket_counts)
+    try:
+        bounds = [0.0, *(base ** (offset + i + 1) for i in range(len(positive)))]
+    except OverflowError:
+        return [], []
+    return [sum(point.negative.bucket_counts) + point.zero_count, *positive, 0], bounds
+
+
+def _point_values(data_kind: str, point: Any, rejected: Rejections) -> tuple[Any, ...] | None:
+    """value, count, sum, bucket_counts, explicit_bounds of one point (None when it is invalid)."""
+    if data_kind in ("gauge", "sum"):
+        which = point.WhichOneof("value")
+        if which is None:
+            rejected.add("no value")
+            return None
+        return _finite(float(getattr(point, which))), None, None, None, None
+    if data_kind == "histogram":
+        counts, bounds = list(point.bucket_counts), list(point.explicit_bounds)
+        if counts and len(counts) != len(bounds) + 1:
+            rejected.add("bucket_counts not matching explicit_bounds")
+            return None
+        return None, point.count, _finite(point.sum), compact(counts), compact(bounds)
+    if data_kind == "exponential_histogram":
+        counts, bounds = _exponential_buckets(point)
+        return None, point.count, _finite(point.sum), compact(counts), compact(bounds)
+    # summary: its quantiles have no bucket form; count and sum are kept
+    return None, point.count, _finite(point.sum), None, None
+
+
+def decode_metrics(request: ExportMetricsServiceRequest) -> DecodedMetrics:
+    decoded = DecodedMetrics([], [], Rejections())
+    index: dict[SeriesKey, int] = {}
+    for resource_metrics in request.resource_metrics:
+        resource_attrs, service, _ = _resource(resource_metrics.resource.attributes)
+        instance = str(resource_attrs.get("service.instance.id", ""))
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                data_kind = metric.WhichOneof("data")
+                if data_kind is None:
+                    continue
+                data = getattr(metric, data_kind)
+                kind = data_kind if data_kind in ("gauge", "sum") else "histogram"
+                # summaries are cumulative by definition; gauges have no temporality
+                temporality = 2 if data_kind == "summary" else int(getattr(data, "aggregation_temporality", 0))
+                monotonic = bool(getattr(data, "is_monotonic", False))
+                for point in data.data_points:
+                    values = _point_values(data_kind, point, decoded.rejected)
+                    if values is None:
+                        continue
+                    attrs = compact(dict(sorted(attributes_of(point.attributes).items())))
+                    key = SeriesKey(
+                        metric.name,
+                        service,
+                        instance,
+                        kind,
+                        metric.unit,
+                        metric.description,
+                        temporality,
+                        monotonic,
+                        attrs,
+                    )
+                    series = index.get(key)
+                    if series is None:
+                        series = index[key] = len(decoded.series)
+                        decoded.series.append(key)
+                    decoded.points.append((series, point.time_unix_nano, point.start_time_unix_nano, *values))
+    return decoded
+
+
+Decoded = DecodedSpans | DecodedLogs | DecodedMetrics
+
+
+def decode_export(signal: str, body: bytes, content_encoding: str | None, encoding: str) -> Decoded:
+    """One export request (``signal``: traces, metrics or logs) as rows; raises OtlpError for a body
+    the store cannot accept (400, 413, 415)."""
+    message = parse_request(REQUESTS[signal], decompress(body, content_encoding), encoding)
+    if signal == "traces":
+        return decode_spans(message)
+    if signal == "logs":
+        return decode_logs(message)
+    return decode_metrics(message)
