@@ -19,6 +19,7 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from opentelemetry import metrics, propagate, trace
@@ -191,7 +192,6 @@ class ServiceTelemetry:
         so each engine gets its own ``EngineTracer`` (what the instrumentor attaches per engine).
         """
         from opentelemetry.instrumentation.sqlalchemy import __name__ as scope
-        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
         from opentelemetry.instrumentation.sqlalchemy.version import (
             __version__ as version,
         )
@@ -200,13 +200,29 @@ class ServiceTelemetry:
         # the pool-usage gauge it would keep costs about a tenth of a service's CPU (two recordings
         # on every checkout and checkin); Bookline does not export it
         usage = NoOpUpDownCounter("db.client.connections.usage")
-        EngineTracer(tracer, engine, usage)
+        _engine_tracer_class()(tracer, engine, usage)
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
         if self.logger_provider is not None:
             self.logger_provider.shutdown()
+
+
+@cache
+def _engine_tracer_class() -> type:
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+    class FileNameEngineTracer(EngineTracer):
+        """Names a SQLite statement's span after the database file, not its whole path: a span name
+        says which database ("SELECT booking.db"), not where the data directory happens to be."""
+
+        def _operation_name(self, db_name: Any, statement: Any) -> str:
+            if isinstance(db_name, str) and "/" in db_name:
+                db_name = db_name.rsplit("/", 1)[-1]
+            return str(super()._operation_name(db_name, statement))
+
+    return FileNameEngineTracer
 
 
 def build_resource(service_name: str, settings: Settings) -> Resource:

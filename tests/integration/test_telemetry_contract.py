@@ -108,6 +108,12 @@ def test_no_auto_instrumented_span_carries_a_custom_attribute(traffic):
         assert not [k for k in span.attributes if custom.match(k)], span.name
 
 
+def test_database_spans_name_the_service_database_not_the_data_directory(traffic):
+    names = {s.name for s in traffic.spans() if s.instrumentation_scope.name.endswith("sqlalchemy")}
+    assert names, "no database span in the traffic"
+    assert all(re.fullmatch(r"[A-Z]+ [a-z]+\.db", name) for name in names), sorted(names)
+
+
 def test_every_declared_name_is_still_in_the_code():
     code = "\n".join(p.read_text() for p in SOURCE.rglob("*.py"))
     for name in [*REGISTRY["spans"], *REGISTRY["metrics"], *REGISTRY["events"], *REGISTRY["attributes"]]:
