@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     notification_url: str | None = None
     telemetry_url: str | None = None
     http_timeout_s: float = 5.0
+    service_restart_limit: int = Field(
+        default=3, ge=0, description="bookline up starts a crashed service again this many times (0: never)"
+    )
     max_body_bytes: int = 64 * 1024
 
     # booking rules

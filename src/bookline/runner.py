@@ -6,7 +6,9 @@ stops every child (SIGTERM, a grace period, then SIGKILL); a child that exits on
 rest. The children are plain data (:class:`ChildSpec`), so tests supervise tiny fake programs.
 
 What happens when a child exits is decided in one place, :meth:`Supervisor._on_child_exit`, through
-a :class:`RestartPolicy`; today's policy never restarts.
+a :class:`RestartPolicy`. ``bookline up`` starts a crashed service again a few times
+(:class:`RestartUpTo`), so a booking-service that died mid-saga comes back and its recovery finishes
+or compensates the interrupted bookings; past the limit, the exit stops everything.
 """
 
 from __future__ import annotations
@@ -85,6 +87,16 @@ class RestartPolicy(Protocol):
 class NeverRestart:
     def should_restart(self, child: ChildSpec, returncode: int, restarts: int) -> bool:
         return False
+
+
+@dataclass(frozen=True)
+class RestartUpTo:
+    """Starts a child that exited on its own again, up to ``limit`` times over the supervisor's life."""
+
+    limit: int
+
+    def should_restart(self, child: ChildSpec, returncode: int, restarts: int) -> bool:
+        return restarts < self.limit
 
 
 @dataclass
@@ -213,7 +225,10 @@ class Supervisor:
         if self._stop.is_set():
             return True  # it may have received the same Ctrl-C; we are stopping anyway
         if self.restart_policy.should_restart(child.spec, returncode, child.restarts):
-            self._say(f"{child.spec.name} exited with code {returncode}; restarting", "yellow")
+            self._say(
+                f"✗ {child.spec.name} {_describe_exit(returncode)}; starting it again (restart {child.restarts + 1})",
+                "bold yellow",
+            )
             fresh = self._start(child.spec, child.colour)
             fresh.restarts = child.restarts + 1
             self._running[self._running.index(child)] = fresh
@@ -332,4 +347,9 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 def run_stack(settings: Settings, *, console: Console | None = None, ready_timeout: float = 60.0) -> int:
     """``bookline up``: supervise every service of Bookline with these settings."""
-    return Supervisor(service_children(settings), console=console, ready_timeout=ready_timeout).run()
+    return Supervisor(
+        service_children(settings),
+        console=console,
+        ready_timeout=ready_timeout,
+        restart_policy=RestartUpTo(settings.service_restart_limit),
+    ).run()

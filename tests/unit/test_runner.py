@@ -23,7 +23,7 @@ import pytest
 from rich.console import Console
 
 from bookline.config import SERVICES, Settings
-from bookline.runner import ChildSpec, Supervisor, service_children
+from bookline.runner import ChildSpec, RestartUpTo, Supervisor, service_children
 
 # a stand-in service: answers GET /readyz with the status it is given, prints its pid
 FAKE_SERVICE = r"""
@@ -168,6 +168,52 @@ def test_a_child_that_exits_stops_the_others_and_the_supervisor_fails(ending: st
 
     assert code == 1
     assert reported in out.getvalue()
+    assert not any(alive(pid) for pid in supervisor.pids)
+
+
+def crashes_first(name: str, marker: Path) -> ChildSpec:
+    """A service that exits hard the first time it starts (a crash point) and runs normally after."""
+    spec = fake(name)
+    script = (
+        f"import os, pathlib, runpy, sys\nmarker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists():\n    marker.touch()\n    os._exit(70)\n"
+        f"sys.argv = ['fake', *{list(spec.command[3:])!r}]\nexec({FAKE_SERVICE!r})\n"
+    )
+    return ChildSpec(name, [sys.executable, "-c", script], spec.port)
+
+
+def test_a_crashed_child_is_started_again_and_the_stack_comes_up(tmp_path: Path) -> None:
+    console, out = captured()
+    supervisor = Supervisor(
+        [fake("steady-service"), crashes_first("crashy-service", tmp_path / "crashed-once")],
+        console=console,
+        restart_policy=RestartUpTo(2),
+    )
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(supervisor.run()))
+    runner.start()
+    try:
+        assert wait_until(lambda: "Bookline is up" in out.getvalue(), 15), out.getvalue()
+    finally:
+        supervisor.request_stop("test over")
+        runner.join(10)
+
+    assert "crashy-service exited unexpectedly with code 70; starting it again (restart 1)" in out.getvalue()
+    assert result == [0]
+    assert not any(alive(pid) for pid in supervisor.pids)
+
+
+def test_a_child_that_keeps_crashing_stops_everything_past_the_restart_limit() -> None:
+    console, out = captured()
+    crashy = ChildSpec("crashy-service", [sys.executable, "-c", "import os; os._exit(70)"], free_port())
+    supervisor = Supervisor([fake("steady-service"), crashy], console=console, restart_policy=RestartUpTo(2))
+
+    code = supervisor.run()
+
+    text = out.getvalue()
+    assert code == 1
+    assert text.count("starting it again") == 2
+    assert "crashy-service exited unexpectedly with code 70; stopping the others" in text
     assert not any(alive(pid) for pid in supervisor.pids)
 
 
