@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from typer.testing import CliRunner
 
@@ -20,6 +19,7 @@ from bookline.config import Settings
 from bookline.services.telemetry.api import build_app
 from bookline.telemetry import setup_telemetry
 from bookline.traces_cli import traces_app
+from support.otlp import kv
 from support.serving import served
 from support.stack import free_ports
 
@@ -27,14 +27,6 @@ DECLINED = "d" * 32
 CONFIRMED = "c" * 32
 START = 1_800_000_000_000_000_000
 MS = 1_000_000
-
-
-def kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
 def add(

@@ -8,18 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from bookline.services.telemetry.decode_pool import WORKER_BYTES, DecodePool, JsonAttributes
 from bookline.services.telemetry.decoding import decode_export
 from bookline.services.telemetry.otlp import PROTOBUF, OtlpError
-
-
-def kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+from support.otlp import kv
 
 
 def export(spans: int, *, bad: int = 0) -> bytes:

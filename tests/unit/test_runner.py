@@ -126,10 +126,8 @@ def supervisor_process() -> Iterator[list[SupervisorProcess]]:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_announces_up_once_every_child_answers_readyz_and_prefixes_their_output() -> None:
-    console, out = captured()
-    children = [fake("alpha-service"), fake("beta-service")]
-    supervisor = Supervisor(children, console=console)
+def run_until_up(supervisor: Supervisor, out: io.StringIO) -> list[int]:
+    """Run the supervisor in a thread until it says Bookline is up, then stop it; its exit code."""
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(supervisor.run()))
     runner.start()
@@ -138,6 +136,14 @@ def test_announces_up_once_every_child_answers_readyz_and_prefixes_their_output(
     finally:
         supervisor.request_stop("test over")
         runner.join(10)
+    return result
+
+
+def test_announces_up_once_every_child_answers_readyz_and_prefixes_their_output() -> None:
+    console, out = captured()
+    children = [fake("alpha-service"), fake("beta-service")]
+    supervisor = Supervisor(children, console=console)
+    result = run_until_up(supervisor, out)
 
     text = out.getvalue()
     up_line = next(line for line in text.splitlines() if "Bookline is up" in line)
@@ -189,14 +195,7 @@ def test_a_crashed_child_is_started_again_and_the_stack_comes_up(tmp_path: Path)
         console=console,
         restart_policy=RestartUpTo(2),
     )
-    result: list[int] = []
-    runner = threading.Thread(target=lambda: result.append(supervisor.run()))
-    runner.start()
-    try:
-        assert wait_until(lambda: "Bookline is up" in out.getvalue(), 15), out.getvalue()
-    finally:
-        supervisor.request_stop("test over")
-        runner.join(10)
+    result = run_until_up(supervisor, out)
 
     assert "crashy-service exited unexpectedly with code 70; starting it again (restart 1)" in out.getvalue()
     assert result == [0]

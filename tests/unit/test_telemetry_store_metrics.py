@@ -9,22 +9,18 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from bookline.services.telemetry import metric_queries
 from bookline.services.telemetry.decoding import decode_metrics
 from bookline.services.telemetry.storage import SeriesIds, Transaction, connect_writer, insert_metrics
+from support.otlp import kv
 
 MINUTE = 60_000_000_000
 NOW = 1_800_000_000_000_000_000 + 30_000_000_000  # half a minute into 2027-01-15T08:00Z
 WINDOW_START = NOW // MINUTE * MINUTE - 4 * MINUTE  # the dashboard of the last 5 minutes starts here
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
-
-
-def kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
 class Exporter:

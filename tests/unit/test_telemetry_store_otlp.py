@@ -16,7 +16,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
@@ -31,22 +30,11 @@ from bookline.services.telemetry.otlp import (
     media_type,
     parse_request,
 )
+from support.otlp import kv
 
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
 ROOT = bytes.fromhex("eee19b7ec3c1b174")
 CHILD = bytes.fromhex("eee19b7ec3c1b173")
-
-
-def kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    if isinstance(value, list):
-        return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=[kv("", v).value for v in value])))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
 def trace_request(*spans: Span, service: str = "booking-service") -> ExportTraceServiceRequest:
@@ -419,3 +407,15 @@ def test_json_round_trip_of_a_protobuf_request_through_the_otlp_json_mapping():
     span["spanId"] = base64.b64decode(span["spanId"]).hex()
     parsed = parse_request(ExportTraceServiceRequest, json.dumps(document).encode(), JSON)
     assert parsed == request
+
+
+def test_a_refused_export_never_echoes_a_card_number_it_carried():
+    # json_format quotes the value it could not parse in its message
+    body = json.dumps(
+        {"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "4242 4242 4242 4242"}]}]}]}
+    ).encode()
+    with pytest.raises(OtlpError) as refused:
+        parse_request(ExportTraceServiceRequest, body, JSON)
+    answer = failure_body(refused.value.status, refused.value.code, refused.value.message, JSON, None).decode()
+    assert "4242 4242 4242 4242" not in answer
+    assert "4242 4242 4242 4242" in refused.value.message, "the parser no longer quotes the value: test moot"

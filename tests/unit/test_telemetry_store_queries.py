@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from bookline.services.telemetry import queries
@@ -26,17 +25,10 @@ from bookline.services.telemetry.storage import (
     insert_logs,
     insert_spans,
 )
+from support.otlp import kv
 
 BASE_NS = 1_800_000_000_000_000_000  # 2027-01-15T08:00:00Z
 MS = 1_000_000
-
-
-def kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
 def tid(n: int) -> str:

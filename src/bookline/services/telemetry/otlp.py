@@ -34,6 +34,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from bookline.redaction import scrub
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # "application/protobuf" is what some exporters send; it names the same encoding
@@ -168,6 +170,8 @@ def failure_body(status: int, code: str, message: str, encoding: str, trace_id: 
     project's own tools read the same answer.
     """
     rpc_code = _RPC_CODES.get(status, 2)
+    # a parser's message may quote the offending value, and that value could be a card number
+    message = scrub(message)
     if encoding == PROTOBUF:
         return status_pb2.Status(code=rpc_code, message=message).SerializeToString()
     return json.dumps(
