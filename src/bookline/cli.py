@@ -20,7 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bookline.audit.cli import audit_command
 from bookline.config import Settings
+from bookline.faults.cli import faults_app
+from bookline.load.cli import load as load_command
 from bookline.traces_cli import traces_app
 
 app = typer.Typer(
@@ -30,6 +33,9 @@ app = typer.Typer(
 )
 console = Console(highlight=False)
 app.add_typer(traces_app, name="traces")
+app.command("audit")(audit_command)
+app.add_typer(faults_app, name="faults")
+app.command("load")(load_command)
 
 DataDirOption = Annotated[
     Path | None,

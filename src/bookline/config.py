@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     max_stay_nights: int = 30
     saga_recovery_interval_s: float = 2.0
     saga_stale_after_s: float = 15.0
+    reconcile_interval_s: float = Field(default=5.0, gt=0, description="how often the reconcilers look for work")
+    reconcile_settle_after_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a failed or cancelled booking's money is checked against the gateway's ledger once it "
+        "has been quiet this long; a failed delivery is re-sent once its e-mail is this late",
+    )
 
     # payment client (booking-service -> gateway)
     payment_timeout_s: float = 2.0
@@ -111,6 +118,19 @@ class Settings(BaseSettings):
     )
     sampling_policy_file: Path | None = Field(
         default=None, description="tail-sampling policies (Collector vocabulary); unset means the packaged default"
+    )
+
+    # the read-only admin endpoints (/admin/...) of every service, and `bookline audit` that reads them
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the /admin endpoints; unset, bookline up uses DATA_DIR/admin.token "
+        "(created on first run) and gives it to every service",
+    )
+    audit_grace_s: float = Field(
+        default=30.0, ge=0, description="bookings touched this recently are in flight: the audit skips them"
+    )
+    audit_payment_unknown_limit_s: float = Field(
+        default=120.0, gt=0, description="a payment step left started longer than this is an audit violation"
     )
 
     # test-only switches: each turns one guard off so a control test can prove the guard matters
@@ -146,8 +166,18 @@ class Settings(BaseSettings):
         return self.data_dir / "queue.db"
 
     @property
+    def faults_path(self) -> Path:
+        """The fault file every service re-reads while it runs (``bookline faults``)."""
+        return self.data_dir / "faults.yaml"
+
+    @property
     def mail_dir(self) -> Path:
         return self.data_dir / "mail"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where ``bookline up`` keeps the admin token it generated (mode 0600)."""
+        return self.data_dir / "admin.token"
 
     @property
     def telemetry_db_path(self) -> Path:

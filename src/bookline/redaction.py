@@ -30,6 +30,7 @@ _PARAM_NAME_SET = frozenset(_PARAM_NAMES)
 # any of the three in one pass, for text beyond ASCII (where \d and \w also match other scripts)
 _ANYTHING = re.compile("|".join(f"(?:{p.pattern})" for p in (_CARD_LIKE, _EMAIL, _SENSITIVE_PARAM)), re.IGNORECASE)
 _NO_DIGITS = str.maketrans("", "", "0123456789")
+_NO_SEPARATORS = str.maketrans("", "", " -")
 _MIN_CARD_DIGITS = 13
 
 
@@ -65,6 +66,14 @@ def _has_sensitive_param(text: str) -> bool:
 
 def looks_like_card_number(text: str) -> bool:
     return bool(_CARD_LIKE.search(text))
+
+
+def card_like_numbers(text: str) -> list[str]:
+    """The digits of every card-like number in the text (what ``scrub`` would redact), for a check
+    that must also ask whether each one is a real card number (the audit's card scan)."""
+    if text.isascii() and len(text) - len(text.translate(_NO_DIGITS)) < _MIN_CARD_DIGITS:
+        return []
+    return [m.group().translate(_NO_SEPARATORS) for m in _CARD_LIKE.finditer(text)]
 
 
 def scrub(text: str) -> str:

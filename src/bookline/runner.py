@@ -31,6 +31,7 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
+from bookline.admin_token import ensure_admin_token
 from bookline.config import SERVICES, TELEMETRY_STORE, Settings
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_magenta", "bright_cyan")
@@ -60,6 +61,8 @@ def service_children(settings: Settings) -> list[ChildSpec]:
     (then telemetry goes there) or turned telemetry off (then no store is started)."""
     env = dict(os.environ)
     env["BOOKLINE_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    # every service answers its /admin endpoints with the same token, which `bookline audit` finds
+    env["BOOKLINE_ADMIN_TOKEN"] = ensure_admin_token(settings)
     specs = list(SERVICES)
     if not settings.exports_otlp and not settings.telemetry_disabled:
         specs.insert(0, TELEMETRY_STORE)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,13 +164,21 @@ class ServiceTelemetry:
 
     def instrument_app(self, app: Any) -> None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.util.http import (
+            OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+            get_custom_headers,
+        )
 
+        # no request header is recorded unless OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST
+        # asks for it; if it does, the admin token (Authorization) is still recorded as [REDACTED]
+        sanitized = [*get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS), "authorization"]
         FastAPIInstrumentor.instrument_app(
             app,
             tracer_provider=self.tracer_provider,
             meter_provider=self.meter_provider,
             excluded_urls="healthz,readyz",
             exclude_spans=["receive", "send"],
+            http_capture_headers_sanitize_fields=sanitized,
         )
 
     def http_client_trace_config(self) -> Any:
@@ -201,6 +210,16 @@ class ServiceTelemetry:
         # on every checkout and checkin); Bookline does not export it
         usage = NoOpUpDownCounter("db.client.connections.usage")
         _engine_tracer_class()(tracer, engine, usage)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Export what is buffered (spans, then logs) within about ``timeout_s``: what a process about
+        to exit hard does, so that its last spans and log lines still reach the backend."""
+        deadline = time.monotonic() + timeout_s
+        flushed = self.tracer_provider.force_flush(int(timeout_s * 1000))
+        if self.logger_provider is not None:
+            left_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+            flushed = self.logger_provider.force_flush(left_ms) and flushed
+        return flushed
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()

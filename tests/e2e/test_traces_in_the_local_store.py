@@ -77,7 +77,12 @@ def test_bookings_through_bookline_up_are_whole_traces_in_the_store(tmp_path: Pa
         # each service exports on its own schedule, and the e-mail is sent asynchronously
         def whole_trace() -> dict | None:
             t = trace_of(store, booking["trace_id"])
-            if t and spans_named(t, "notification.send_email") and len({s["service"] for s in t["spans"]}) >= 6:
+            if (
+                t
+                and spans_named(t, "notification.send_email")
+                and spans_named(t, "POST /bookings")
+                and len({s["service"] for s in t["spans"]}) >= 6
+            ):
                 return t
             return None
 

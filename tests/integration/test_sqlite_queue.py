@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bookline.adapters.queue import Delivery, SqliteQueue
 
@@ -243,3 +246,61 @@ async def test_consumer_processes_claim_disjoint_messages(tmp_path: Path):
 
     claimed = [mid for out in outputs for mid in out]
     assert len(claimed) == len(set(claimed)) == 300
+
+
+async def test_an_acked_message_is_delivered_once_more_when_the_redelivery_fault_strikes(tmp_path: Path):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    rate: list[float | None] = [1.0]
+    queue = SqliteQueue(
+        tmp_path / "queue.db", visibility_timeout_s=30.0, redelivery_rate=lambda: rate[0], redelivery_delay_s=0.1
+    )
+    try:
+        await queue.publish(TOPIC, {"n": 1}, headers={}, message_id="m1")
+        [first] = await queue.receive([TOPIC], consumer="g")
+        with tracer.start_as_current_span("booking.confirmed process"):
+            await queue.ack(first)
+        assert await queue.receive([TOPIC], consumer="g") == []  # later, not at once
+
+        await asyncio.sleep(0.15)
+        [again] = await queue.receive([TOPIC], consumer="g")
+        assert (again.message_id, again.body, again.attempt) == ("m1", {"n": 1}, 2)
+        with tracer.start_as_current_span("booking.confirmed process"):
+            await queue.ack(again)  # the fault still strikes, but a message comes back only once
+        await asyncio.sleep(0.15)
+        assert await queue.receive([TOPIC], consumer="g") == []
+
+        first_span, second_span = exporter.get_finished_spans()
+        assert [(e.name, dict(e.attributes)) for e in first_span.events] == [
+            ("fault_injected", {"fault.name": "queue.redelivery_rate"})
+        ]
+        assert list(second_span.events) == []
+
+        # the rate is asked on every ack: unset, an ack settles at once
+        rate[0] = None
+        await queue.publish(TOPIC, {"n": 2}, headers={}, message_id="m2")
+        [other] = await queue.receive([TOPIC], consumer="g")
+        await queue.ack(other)
+        await asyncio.sleep(0.15)
+        assert await queue.receive([TOPIC], consumer="g") == []
+    finally:
+        await queue.close()
+
+
+async def test_the_redelivery_fault_acts_per_consumer_group(tmp_path: Path):
+    queue = SqliteQueue(tmp_path / "queue.db", visibility_timeout_s=30.0, redelivery_rate=lambda: 1.0, redelivery_delay_s=0)
+    try:
+        await queue.publish(TOPIC, {}, headers={}, message_id="m1")
+        [mine] = await queue.receive([TOPIC], consumer="g")
+        [theirs] = await queue.receive([TOPIC], consumer="h")
+        await queue.ack(mine)
+        [again] = await queue.receive([TOPIC], consumer="g")
+        assert again.attempt == 2
+        assert await queue.receive([TOPIC], consumer="h") == []  # h's claim is still h's, untouched
+        await queue.ack(theirs)
+        [theirs_again] = await queue.receive([TOPIC], consumer="h")  # h gets its own one redelivery
+        assert theirs_again.attempt == 2
+    finally:
+        await queue.close()

@@ -24,6 +24,7 @@ import httpx
 import uvicorn
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import SecretStr
 
 from bookline.config import SERVICES, Settings
 from bookline.serve import app_factory, resolve_service
@@ -173,6 +174,8 @@ class ProcessStack:
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOKLINE_", "OTEL_"))}
         for field, value in self.settings.model_dump().items():
+            if isinstance(value, SecretStr):  # str() of a secret is its mask, not its value
+                value = value.get_secret_value()
             if value is not None and not isinstance(value, (dict, list)):
                 env[f"BOOKLINE_{field.upper()}"] = str(value)
         env.update(self.env)

@@ -12,6 +12,7 @@ from bookline.services.gateway.cards import (
     FaultRates,
     brand_of,
     decide,
+    draw,
     examine_card,
     luhn_valid,
 )
@@ -122,3 +123,24 @@ def test_an_approving_card_fails_at_the_configured_rates(draw, outcome):
 def test_zero_rates_always_approve():
     rng = random.Random(1)
     assert {decide(Behavior.APPROVE, FaultRates(), rng) for _ in range(100)} == {Behavior.APPROVE}
+
+
+@pytest.mark.parametrize(
+    ("value", "fault"),
+    [(0.05, "error"), (0.15, "decline"), (0.35, "timeout"), (0.65, None)],
+)
+def test_the_draw_reports_which_fault_rate_fired(value, fault):
+    rates = FaultRates(error=0.1, decline=0.2, timeout=0.3)
+    assert draw(Behavior.APPROVE, rates, Draws(value)).fault == fault
+
+
+def test_a_test_cards_own_behavior_is_no_fault():
+    rates = FaultRates(decline=1.0)
+    assert draw(Behavior.CARD_DECLINED, rates, Draws()) == (Behavior.CARD_DECLINED, None)
+
+
+def test_a_seeded_draw_repeats_its_faults():
+    rates = FaultRates(error=0.1, decline=0.2, timeout=0.3)
+    runs = [[draw(Behavior.APPROVE, rates, rng) for _ in range(200)] for rng in (random.Random(9), random.Random(9))]
+    assert runs[0] == runs[1]
+    assert {d.fault for d in runs[0]} == {"error", "decline", "timeout", None}

@@ -30,6 +30,7 @@ from bookline.domain.errors import (
     PaymentDeclined,
     Unavailable,
 )
+from bookline.faults import fire, strikes
 from bookline.saga import steps
 from bookline.saga.compensation import return_money, rollback
 from bookline.saga.deps import SagaDeps
@@ -74,11 +75,28 @@ def error_body(exc: Exception, booking: dict[str, Any]) -> StoredResponse:
     return StoredResponse(status, body)
 
 
-def _maybe_crash(deps: SagaDeps, point: str) -> None:
-    """Test-only crash points: exit hard, as a killed process would, mid-saga."""
+CRASH_EXIT_CODE = 70
+CRASH_FLUSH_TIMEOUT_S = 1.0
+
+
+def _maybe_crash(deps: SagaDeps, point: str, span: trace.Span, rng: random.Random) -> None:
+    """Crash points: exit hard mid-saga, as a killed process would, so that recovery must finish or
+    compensate the booking. ``settings.crash_at`` (tests) always crashes at its point; the fault
+    file's ``crash.<point>`` crashes with its probability, and first leaves in the trace where the
+    process died: the fault event on ``booking.create``, that span ended as ERROR, and both flushed."""
     if deps.settings.crash_at == point:
         log.error("crash point %s reached: exiting hard", point)
-        os._exit(70)
+        os._exit(CRASH_EXIT_CODE)
+    rate = getattr(deps.faults.current().crash, point) if deps.faults is not None else None
+    if not strikes(rate, rng):
+        return
+    fault = f"crash.{point}"
+    fire(span, fault)
+    span.set_status(Status(StatusCode.ERROR, f"booking-service crashed at {point} (fault {fault})"))
+    span.end()
+    log.error("fault %s fired: booking-service exits hard at saga point %s", fault, point)
+    deps.flush_telemetry(CRASH_FLUSH_TIMEOUT_S)
+    os._exit(CRASH_EXIT_CODE)
 
 
 def replay(row: Any, body_hash: str) -> StoredResponse:
@@ -188,10 +206,10 @@ class Orchestrator:
         deps, store, bid = self.deps, self.deps.store, req.booking_id
         await steps.acquire_lock(deps, req, room_id)
         await store.record(bid, {"hold": "done", "authorize": "started"})
-        _maybe_crash(deps, "after_hold")
+        _maybe_crash(deps, "after_hold", span, self.rng)
         auth = await steps.process_payment(deps, req, amount_minor=quote["total_minor"], currency=quote["currency"])
         await store.record(bid, {"authorize": "done", "confirm": "started"}, payment_transaction_id=auth["id"])
-        _maybe_crash(deps, "after_authorize")
+        _maybe_crash(deps, "after_authorize", span, self.rng)
         try:
             confirmation = await steps.confirm(deps, req, room_id=room_id, auth=auth, quote=quote)
         except DependencyTimeout:
@@ -202,7 +220,7 @@ class Orchestrator:
         code = confirmation["confirmation_code"]
         await store.record(bid, {"confirm": "done", "capture": "started"}, confirmation_code=code)
         span.set_attribute("booking.confirmation_code", code)
-        _maybe_crash(deps, "after_confirm")
+        _maybe_crash(deps, "after_confirm", span, self.rng)
         captured = await self.capture_payment(req.reservation_id, auth["id"], quote["total_minor"])
         body = {
             "booking_id": bid,

@@ -7,58 +7,28 @@ otherwise it is rolled back. Each recovery is its own trace, linked to the booki
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, TraceFlags
 
 from bookline.domain.booking import BookingStatus, Outcome
 from bookline.saga.compensation import return_money, rollback
 from bookline.saga.orchestrator import Orchestrator
 from bookline.saga.store import OPEN, StoredResponse
+from bookline.saga.trace_links import link_to
+from bookline.services.common.periodic import Periodic
 from bookline.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
-
-
-def _link(trace_parent: str | None) -> list[Link]:
-    if not trace_parent:
-        return []
-    try:
-        _, trace_id, span_id, flags = trace_parent.split("-")
-        ctx = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16)))
-    except ValueError:
-        return []
-    return [Link(NonRecordingSpan(ctx).get_span_context())]
 
 
 class Recovery:
     def __init__(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
         self.deps = orchestrator.deps
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.recover_once()
-            except Exception:  # noqa: BLE001 - try again on the next tick
-                log.exception("saga recovery pass failed")
-            await asyncio.sleep(self.deps.settings.saga_recovery_interval_s)
+        self.job = Periodic("saga-recovery", self.deps.settings.saga_recovery_interval_s, self.recover_once)
 
     async def recover_once(self) -> int:
         stale_before = time.time() - self.deps.settings.saga_stale_after_s
@@ -78,7 +48,7 @@ class Recovery:
 
     async def recover(self, booking: Any) -> str:
         deps = self.deps
-        with deps.tracer.start_as_current_span("booking.recover", links=_link(booking.trace_parent)) as span:
+        with deps.tracer.start_as_current_span("booking.recover", links=link_to(booking.trace_parent)) as span:
             span.set_attribute("booking.id", booking.booking_id)
             span.set_attribute("booking.reservation_id", booking.reservation_id)
             steps = await deps.store.steps(booking.booking_id)

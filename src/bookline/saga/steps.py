@@ -20,6 +20,7 @@ from bookline.domain.errors import (
     Unavailable,
 )
 from bookline.domain.stay import StayDates
+from bookline.faults import fire
 from bookline.saga.deps import SagaDeps, payment_key
 from bookline.saga.spans import step_span
 
@@ -107,8 +108,11 @@ async def price_quote(deps: SagaDeps, req: BookingRequest, room_id: str) -> dict
 
 async def acquire_lock(deps: SagaDeps, req: BookingRequest, room_id: str) -> dict:
     """Place the hold (the reservation lock); contention is an event and an ERROR on this span."""
-    ttl = deps.settings.hold_ttl_seconds
+    ttl_fault = deps.faults.current().hold.ttl_seconds if deps.faults is not None else None
+    ttl = deps.settings.hold_ttl_seconds if ttl_fault is None else ttl_fault
     with step_span(deps.tracer, "booking.acquire_lock") as span:
+        if ttl_fault is not None:
+            fire(span, "hold.ttl_seconds")
         span.set_attribute("booking.reservation_id", req.reservation_id)
         span.set_attribute("booking.lock_type", "pessimistic")
         span.set_attribute("booking.lock_ttl_ms", int(ttl * 1000))

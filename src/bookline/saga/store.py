@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, insert, select, text, update
+from sqlalchemy import Integer, and_, bindparam, exists, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -19,6 +19,8 @@ from bookline.services.booking.tables import bookings, idempotency_keys, saga_st
 
 # a step still needs undoing while it is started (outcome unknown) or done
 OPEN = ("started", "done")
+# the payment reconciler's mark on a failed or cancelled booking: checked or repaired (never OPEN)
+SETTLE_STEP = "settle"
 # the same text on SQLite and PostgreSQL; SQLAlchemy cannot cache the compiled form of its own
 # `on_conflict_do_update` construct and compiled it again for every step, the most frequent write
 UPSERT_STEPS = text(
@@ -81,6 +83,27 @@ SELECT_STALE_WITH_OPEN_STEPS = (
         ),
     )
     .distinct()
+    .limit(bindparam("limit", type_=Integer))
+)
+# failed or cancelled bookings whose money the payment reconciler has not checked yet: every saga
+# step settled (none started, and for a failed booking none left done), no ``settle`` step yet
+_settle_step = saga_steps.alias("settle_step")
+_open_step = saga_steps.alias("open_step")
+SELECT_UNSETTLED = (
+    select(bookings)
+    .where(
+        bookings.c.status.in_([BookingStatus.FAILED.value, BookingStatus.CANCELLED.value]),
+        bookings.c.updated_at < bindparam("settled_before"),
+        ~exists().where(_settle_step.c.booking_id == bookings.c.booking_id, _settle_step.c.step == SETTLE_STEP),
+        ~exists().where(
+            _open_step.c.booking_id == bookings.c.booking_id,
+            or_(
+                _open_step.c.status == "started",
+                and_(_open_step.c.status == "done", bookings.c.status == BookingStatus.FAILED.value),
+            ),
+        ),
+    )
+    .order_by(bookings.c.updated_at)
     .limit(bindparam("limit", type_=Integer))
 )
 # taken only if nobody touched the booking since it was seen stalled
@@ -244,6 +267,17 @@ class SagaStore:
             pending = (await conn.execute(SELECT_STALE_PENDING, params)).all()
             open_steps = (await conn.execute(SELECT_STALE_WITH_OPEN_STEPS, params)).all()
         return [*pending, *open_steps]
+
+    async def unsettled(self, *, settled_before: float, limit: int = 100) -> list[Row]:
+        """Failed or cancelled bookings, quiet since ``settled_before``, whose money is not checked yet."""
+        async with self.db.read() as conn:
+            return list(await conn.execute(SELECT_UNSETTLED, {"settled_before": settled_before, "limit": limit}))
+
+    async def mark_settled(self, booking_id: str, how: str) -> None:
+        """Record the payment reconciler's verdict (``checked`` or ``repaired``) without touching the
+        booking's own ``updated_at``."""
+        async with self.db.write() as conn:
+            await self._set_steps(conn, booking_id, {SETTLE_STEP: how}, time.time())
 
     async def claim(self, booking_id: str, seen_updated_at: float) -> bool:
         """Take a stalled booking for recovery; False if another worker (or the saga) touched it."""

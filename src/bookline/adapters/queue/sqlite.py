@@ -13,6 +13,9 @@ Tables:
   acked in time therefore makes the message visible again (at-least-once).
 * ``cursors``: per (consumer group, topic), the last message ``seq`` fanned out into ``deliveries``.
   A group seen for the first time starts at the beginning of the topic.
+* ``redeliveries``: the messages the fault ``queue.redelivery_rate`` delivered once more after their
+  ack, as a broker that lost an ack does (so consumers prove they deduplicate); one row per
+  (group, message), so a message is redelivered this way at most once.
 
 Each operation runs as one transaction in a worker thread (``asyncio.to_thread``), so a cancelled
 caller never leaves a transaction half open. There is no polling loop here: callers poll.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -29,7 +33,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+
 from bookline.adapters.queue.port import Delivery
+from bookline.faults import fire, strikes
 
 T = TypeVar("T")
 
@@ -64,6 +71,12 @@ _SCHEMA = (
         last_seq INTEGER NOT NULL,
         PRIMARY KEY (consumer, topic)
     )""",
+    """CREATE TABLE IF NOT EXISTS redeliveries (
+        consumer TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        redelivered_at REAL NOT NULL,
+        PRIMARY KEY (consumer, message_id)
+    )""",
 )
 
 
@@ -75,14 +88,26 @@ class SqliteQueue:
     """A :class:`~bookline.adapters.queue.port.MessageQueue` in one SQLite file (WAL).
 
     The file and its tables are created on first use; the constructor does no I/O besides creating
-    the parent folder.
+    the parent folder. ``redelivery_rate`` (the fault ``queue.redelivery_rate``, asked on every ack)
+    is the probability that an acked message is delivered once more, ``redelivery_delay_s`` later.
     """
 
-    def __init__(self, path: Path, *, visibility_timeout_s: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        visibility_timeout_s: float,
+        redelivery_rate: Callable[[], float | None] | None = None,
+        redelivery_delay_s: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
         if visibility_timeout_s <= 0:
             raise ValueError("visibility_timeout_s must be positive")
         self.path = Path(path)
         self.visibility_timeout_s = visibility_timeout_s
+        self.redelivery_rate = redelivery_rate
+        self.redelivery_delay_s = redelivery_delay_s
+        self._rng = rng or random.Random()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -126,15 +151,24 @@ class SqliteQueue:
         return await self._run(run)
 
     async def ack(self, delivery: Delivery) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+        """Settle a delivery, unless the fault ``queue.redelivery_rate`` strikes: then the message is
+        delivered once more later, and the event ``fault_injected`` goes on the span of the caller
+        that acked it (the consumer's process span, current here)."""
+        redeliver = strikes(self.redelivery_rate() if self.redelivery_rate else None, self._rng)
+
+        def run(conn: sqlite3.Connection) -> bool:
             with _immediate(conn):
+                if redeliver and self._redeliver_later(conn, delivery):
+                    return True
                 conn.execute(
                     "UPDATE deliveries SET state = 'acked', acked_at = ?"
                     " WHERE consumer = ? AND message_id = ? AND state = 'pending' AND attempt = ?",
                     (time.time(), delivery.consumer, delivery.message_id, delivery.attempt),
                 )
+                return False
 
-        await self._run(run)
+        if await self._run(run):
+            fire(trace.get_current_span(), "queue.redelivery_rate")
 
     async def nack(self, delivery: Delivery, *, delay_s: float) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -163,6 +197,23 @@ class SqliteQueue:
         await asyncio.to_thread(run)
 
     # -- the transactions ---------------------------------------------------------------------
+
+    def _redeliver_later(self, conn: sqlite3.Connection, delivery: Delivery) -> bool:
+        """Keep an acked delivery pending, visible again after the redelivery delay; False when this
+        message was redelivered so before, or the claim is no longer the caller's."""
+        key = (delivery.consumer, delivery.message_id)
+        if conn.execute("SELECT 1 FROM redeliveries WHERE consumer = ? AND message_id = ?", key).fetchone():
+            return False
+        now = time.time()
+        moved = conn.execute(
+            "UPDATE deliveries SET visible_at = ?"
+            " WHERE consumer = ? AND message_id = ? AND state = 'pending' AND attempt = ?",
+            (now + max(0.0, self.redelivery_delay_s), *key, delivery.attempt),
+        ).rowcount
+        if not moved:
+            return False
+        conn.execute("INSERT INTO redeliveries (consumer, message_id, redelivered_at) VALUES (?, ?, ?)", (*key, now))
+        return True
 
     @staticmethod
     def _has_work(conn: sqlite3.Connection, topics: list[str], consumer: str, now: float) -> bool:

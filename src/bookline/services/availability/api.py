@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from datetime import date
 from typing import Annotated
 
@@ -16,13 +16,18 @@ from bookline.adapters.migrations import script_location
 from bookline.config import Settings
 from bookline.domain.errors import HoldExpired, InvalidRequest
 from bookline.domain.stay import StayDates
+from bookline.faults import FaultFile, fire
 from bookline.services import availability
 from bookline.services.availability import handlers
+from bookline.services.availability.admin import add_admin_routes
 from bookline.services.availability.unsafe import drop_room_night_key
 from bookline.services.common.app import create_service_app, service_database
+from bookline.services.common.periodic import Periodic
 from bookline.telemetry import ServiceTelemetry
 
 NAME = "availability-service"
+# a sweep that expires many holds at once names the first ones in its span, not all of them
+MAX_EXPIRED_EVENTS = 50
 log = logging.getLogger(__name__)
 
 
@@ -44,37 +49,37 @@ def _stay(check_in: date, check_out: date) -> StayDates:
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     db = service_database(settings, NAME)
     guards = handlers.Guards(fencing=not settings.unsafe_disable_fencing)
+    faults = FaultFile(settings.faults_path)
     tracer = telemetry.tracer
     holds_expired = telemetry.meter.create_counter(
         "booking.holds.expired", description="Holds that reached their expiry without being committed"
     )
-    tasks: list[asyncio.Task] = []
 
-    async def sweep_forever() -> None:
-        while True:
-            await asyncio.sleep(settings.hold_sweep_interval_s)
-            try:
-                # a sweep every few seconds must not leave a root trace of its SELECT each time;
-                # what it expires is counted by booking.holds.expired
-                with suppress_instrumentation():
-                    count = await handlers.sweep_expired_holds(db=db)
-            except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
-                log.exception("expired-hold sweep failed")
-                continue
-            if count:
-                holds_expired.add(count)
+    async def sweep_once() -> int:
+        """Expire the holds past their TTL. The poll itself leaves no trace (a root trace of its
+        SELECT every few seconds would drown the rest); a sweep that expired holds does."""
+        started = time.time_ns()
+        with suppress_instrumentation():
+            expired = await handlers.sweep_expired_holds(db=db)
+        if expired:
+            holds_expired.add(len(expired))
+            span = tracer.start_span("availability.expire_holds", start_time=started)
+            span.set_attribute("hold.expired_count", len(expired))
+            for reservation_id in expired[:MAX_EXPIRED_EVENTS]:
+                span.add_event("hold_expired", {"booking.reservation_id": reservation_id, "hold.status": "expired"})
+            span.end()
+        return len(expired)
+
+    sweeper = Periodic("hold-sweeper", settings.hold_sweep_interval_s, sweep_once)
 
     async def startup() -> None:
         if settings.unsafe_disable_room_night_guard:
             log.warning("UNSAFE: the room-night key is off (test-only setting)")
             await drop_room_night_key(db)
-        tasks.append(asyncio.create_task(sweep_forever()))
+        sweeper.start()
 
     async def shutdown() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await sweeper.stop()
 
     app = create_service_app(
         title="Bookline availability-service",
@@ -109,6 +114,10 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         with tracer.start_as_current_span("availability.search") as span:
             span.set_attribute("booking.property_id", property_id)
             span.set_attribute("booking.guests", guests)
+            delay_ms = faults.current().availability.delay_ms
+            if delay_ms:
+                fire(span, "availability.delay_ms")
+                await asyncio.sleep(delay_ms / 1000)
             return await handlers.search(
                 db=db, property_id=property_id, stay=_stay(check_in, check_out), guests=guests, room_id=room_id
             )
@@ -151,4 +160,5 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             span.set_attribute("booking.reservation_id", reservation_id)
             return await handlers.restore_inventory(db=db, reservation_id=reservation_id)
 
+    add_admin_routes(app, settings, db)
     return app

@@ -295,13 +295,13 @@ async def restore_inventory(*, db: Database, reservation_id: str) -> dict:
     return {"reservation_id": reservation_id, "restored_nights": result.rowcount, "status": status}
 
 
-async def sweep_expired_holds(*, db: Database) -> int:
-    """Mark holds past their expiry as expired and free their claims; returns how many."""
+async def sweep_expired_holds(*, db: Database) -> list[str]:
+    """Mark holds past their expiry as expired and free their claims; returns their reservations."""
     now = _now()
     async with db.write() as conn:
         expired = [r.reservation_id for r in await conn.execute(sql.SELECT_EXPIRED_HOLD_IDS, {"now": now})]
         if not expired:
-            return 0
+            return []
         await conn.execute(sql.DELETE_HELD_CLAIMS_OF_RESERVATIONS, {"reservations": expired})
         await conn.execute(sql.EXPIRE_HOLDS, {"reservations": expired, "now": now})
-    return len(expired)
+    return expired

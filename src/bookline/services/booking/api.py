@@ -14,14 +14,17 @@ from bookline.adapters.migrations import script_location
 from bookline.config import Settings
 from bookline.domain.errors import BooklineError
 from bookline.domain.stay import StayDates
+from bookline.faults import FaultFile
 from bookline.saga.deps import SagaDeps
 from bookline.saga.instruments import BookingInstruments
 from bookline.saga.orchestrator import Orchestrator, request_hash
+from bookline.saga.reconcile import PaymentReconciler
 from bookline.saga.recovery import Recovery
 from bookline.saga.steps import BookingRequest
 from bookline.saga.store import SagaStore
 from bookline.services import booking
 from bookline.services.availability.client import AvailabilityClient
+from bookline.services.booking.admin import add_admin_routes
 from bookline.services.booking.schemas import BookingCreate, BookingCreated
 from bookline.services.common.app import create_service_app, service_database
 from bookline.services.confirmation.client import ConfirmationClient
@@ -61,15 +64,20 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         tracer=telemetry.tracer,
         instruments=BookingInstruments(telemetry.meter),
         settings=settings,
+        faults=FaultFile(settings.faults_path),
+        flush_telemetry=telemetry.flush,
     )
     orchestrator = Orchestrator(deps)
     recovery = Recovery(orchestrator)
+    reconciler = PaymentReconciler(deps)
 
     async def startup() -> None:
-        recovery.start()
+        recovery.job.start()
+        reconciler.job.start()
 
     async def shutdown() -> None:
-        await recovery.stop()
+        await recovery.job.stop()
+        await reconciler.job.stop()
         for client in (deps.availability, deps.pricing, deps.gateway, deps.confirmation):
             await client.aclose()
 
@@ -170,4 +178,5 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             return {**body, "trace_url": settings.trace_view_url.format(trace_id=body["trace_id"])}
         return body
 
+    add_admin_routes(app, settings, db)
     return app

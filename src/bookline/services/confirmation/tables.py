@@ -26,3 +26,13 @@ bookings = Table(
 )
 
 outbox = outbox_table(metadata)
+
+# The notification reconciler's verdict on each published event: ``delivered`` (notification-service
+# sent its e-mail) or ``resent`` (it had not, after reconcile_settle_after_s: a new event was written)
+delivery_checks = Table(
+    "delivery_checks",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("checked_at", Float, nullable=False),
+)

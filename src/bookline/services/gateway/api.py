@@ -12,9 +12,11 @@ from pydantic import BaseModel, Field
 
 from bookline.adapters.migrations import script_location
 from bookline.config import Settings
+from bookline.faults import FaultFile
 from bookline.services import gateway
 from bookline.services.common.app import create_service_app, service_database
 from bookline.services.gateway import handlers
+from bookline.services.gateway.admin import add_admin_routes
 from bookline.services.gateway.handlers import KeyedRequest, Reply
 from bookline.telemetry import ServiceTelemetry
 
@@ -54,7 +56,7 @@ def build_app(
 ) -> FastAPI:
     """The gateway app. ``rng`` decides the random faults (pass a seeded one for a repeatable run)."""
     db = service_database(settings, NAME)
-    sim = handlers.Simulation.from_settings(settings, rng)
+    sim = handlers.Simulation.from_settings(settings, rng, faults=FaultFile(settings.faults_path))
     tracer = telemetry.tracer
 
     app = create_service_app(
@@ -126,4 +128,5 @@ def build_app(
     async def ledger(reservation_id: str) -> dict[str, Any]:
         return await handlers.ledger(db=db, reservation_id=reservation_id)
 
+    add_admin_routes(app, settings, db)
     return app

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from typing import NamedTuple
 
 from bookline.domain.errors import InvalidRequest
 
@@ -117,18 +118,30 @@ class FaultRates:
     error: float = 0.0
 
 
-def decide(behavior: Behavior, rates: FaultRates, rng: random.Random) -> Behavior:
+class Decision(NamedTuple):
+    """The outcome of one authorization, and which random fault (if any) made it."""
+
+    outcome: Behavior
+    fault: str | None = None  # "error", "decline" or "timeout": the rate that fired
+
+
+def draw(behavior: Behavior, rates: FaultRates, rng: random.Random) -> Decision:
     """The outcome of one authorization: a test card's own behaviour, or for an approving card a
     random fault at the configured rates (one draw, so a seeded ``rng`` gives a repeatable run)."""
     if behavior is not Behavior.APPROVE:
-        return behavior
-    draw = rng.random()
-    for rate, outcome in (
-        (rates.error, Behavior.PROCESSING_ERROR),
-        (rates.decline, Behavior.CARD_DECLINED),
-        (rates.timeout, Behavior.SLOW),
+        return Decision(behavior)
+    value = rng.random()
+    for fault, rate, outcome in (
+        ("error", rates.error, Behavior.PROCESSING_ERROR),
+        ("decline", rates.decline, Behavior.CARD_DECLINED),
+        ("timeout", rates.timeout, Behavior.SLOW),
     ):
-        if draw < rate:
-            return outcome
-        draw -= rate
-    return Behavior.APPROVE
+        if value < rate:
+            return Decision(outcome, fault)
+        value -= rate
+    return Decision(Behavior.APPROVE)
+
+
+def decide(behavior: Behavior, rates: FaultRates, rng: random.Random) -> Behavior:
+    """The outcome of :func:`draw`, without which fault made it."""
+    return draw(behavior, rates, rng).outcome

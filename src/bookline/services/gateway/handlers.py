@@ -36,8 +36,10 @@ from bookline.domain.errors import (
     NotFound,
     PaymentDeclined,
 )
+from bookline.faults import FaultFile, fire
+from bookline.faults.model import GatewayFaults
 from bookline.services.gateway import statements as sql
-from bookline.services.gateway.cards import Behavior, FaultRates, decide, examine_card
+from bookline.services.gateway.cards import Behavior, FaultRates, draw, examine_card
 
 MAX_KEY_LENGTH = 255
 
@@ -62,15 +64,19 @@ CAPTURED_STATES = {AuthStatus.CAPTURED, AuthStatus.PARTIALLY_REFUNDED, AuthStatu
 
 @dataclass(frozen=True)
 class Simulation:
-    """How the stand-in processor behaves beyond what the test cards decide."""
+    """How the stand-in processor behaves beyond what the test cards decide: the ``gateway_*``
+    settings, each replaced while the fault file (``faults``) sets its ``gateway.*`` value."""
 
     latency_s: float = 0.0
     slow_response_s: float = 3.0
     rates: FaultRates = field(default_factory=FaultRates)
     rng: random.Random = field(default_factory=random.Random)
+    faults: FaultFile | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, rng: random.Random | None = None) -> Simulation:
+    def from_settings(
+        cls, settings: Settings, rng: random.Random | None = None, *, faults: FaultFile | None = None
+    ) -> Simulation:
         return cls(
             latency_s=settings.gateway_latency_ms / 1000,
             slow_response_s=settings.gateway_slow_response_s,
@@ -80,6 +86,24 @@ class Simulation:
                 error=settings.gateway_error_rate,
             ),
             rng=rng or random.Random(),
+            faults=faults,
+        )
+
+    def _file(self) -> GatewayFaults:
+        return self.faults.current().gateway if self.faults is not None else GatewayFaults()
+
+    def latency(self) -> float:
+        """Seconds added to every operation, now."""
+        latency_ms = self._file().latency_ms
+        return self.latency_s if latency_ms is None else latency_ms / 1000
+
+    def fault_rates(self) -> FaultRates:
+        """The random-fault rates in force now."""
+        f = self._file()
+        return FaultRates(
+            decline=self.rates.decline if f.decline_rate is None else f.decline_rate,
+            timeout=self.rates.timeout if f.timeout_rate is None else f.timeout_rate,
+            error=self.rates.error if f.error_rate is None else f.error_rate,
         )
 
 
@@ -233,8 +257,10 @@ async def _once(
     """Run ``work`` once per (key, operation) and answer every repeat with the stored reply."""
     stored = await _claim(db, request)
     span.set_attribute("payment.idempotent_replay", stored is not None)
-    if sim.latency_s:
-        await asyncio.sleep(sim.latency_s)
+    latency = sim.latency()
+    if latency:
+        fire(span, "gateway.latency_ms")
+        await asyncio.sleep(latency)
     reply = stored if stored is not None else await _run_claimed(db, span, request, work)
     _describe(span, reply)
     if reply.status >= 400:
@@ -328,7 +354,9 @@ async def authorize(
             if card is None:
                 raise NotFound("unknown_token", "no card has this token")
             span.set_attributes({"payment.card_last_four": card.last4, "payment.card_brand": card.brand})
-            outcome = decide(Behavior(card.behavior), sim.rates, sim.rng)
+            outcome, fault = draw(Behavior(card.behavior), sim.fault_rates(), sim.rng)
+            if fault is not None:
+                fire(span, f"gateway.{fault}_rate")
             if outcome is Behavior.PROCESSING_ERROR:
                 raise ProcessingError(message="the card processor failed; nothing was authorized")
             now = _now()

@@ -13,9 +13,11 @@ from bookline.adapters.mail import EmlMailer
 from bookline.adapters.migrations import script_location
 from bookline.adapters.queue.sqlite import SqliteQueue
 from bookline.config import Settings
+from bookline.faults import FaultFile
 from bookline.services import notification
 from bookline.services.common.app import create_service_app, service_database
 from bookline.services.notification import handlers
+from bookline.services.notification.admin import add_admin_routes
 from bookline.services.notification.consumer import NotificationConsumer
 from bookline.telemetry import ServiceTelemetry
 
@@ -43,14 +45,17 @@ class _Running:
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     db = service_database(settings, NAME)
     mailer = EmlMailer(settings.mail_dir)
+    faults = FaultFile(settings.faults_path)
     running = _Running()
 
     async def startup() -> None:
         queue = SqliteQueue(
-            settings.queue_path, visibility_timeout_s=settings.queue_visibility_timeout_s
+            settings.queue_path,
+            visibility_timeout_s=settings.queue_visibility_timeout_s,
+            redelivery_rate=lambda: faults.current().queue.redelivery_rate,
         )
         consumer = NotificationConsumer(
-            queue, db, mailer, telemetry, poll_interval_s=settings.queue_poll_interval_s
+            queue, db, mailer, telemetry, poll_interval_s=settings.queue_poll_interval_s, faults=faults
         )
         running.queue, running.consumer = queue, consumer
         consumer.start()
@@ -81,4 +86,5 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         rows = await handlers.list_notifications(db=db, booking_id=booking_id, limit=limit)
         return NotificationList(notifications=[NotificationPublic(**row) for row in rows])
 
+    add_admin_routes(app, settings, db)
     return app

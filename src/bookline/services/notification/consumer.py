@@ -4,13 +4,15 @@ events and turns each into (at most) one e-mail.
 Each delivery is processed under a CONSUMER span ``"<topic> process"`` whose parent is the PRODUCER
 span found in the message headers, so the e-mail sits in the trace of the booking that caused it.
 A delivery is acked once handled (sent or found to be a duplicate), nacked with a backoff when
-handling failed, and acked as dropped when its body can never be handled.
+handling failed, and acked as dropped when its body can never be handled. The fault
+``notification.failure_rate`` fails a delivery attempt before the e-mail is sent, to rehearse that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from typing import Any
 
@@ -19,6 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from bookline.adapters.db import Database
 from bookline.adapters.mail import Mailer
 from bookline.adapters.queue.port import MESSAGING_SYSTEM, Delivery, MessageQueue
+from bookline.faults import FaultFile, fire, strikes
 from bookline.services.notification import handlers
 from bookline.services.notification.handlers import (
     KIND_BY_TOPIC,
@@ -33,6 +36,10 @@ CONSUMER_GROUP = "notification-service"
 TOPICS = sorted(KIND_BY_TOPIC)
 
 
+class InjectedDeliveryFailure(RuntimeError):
+    """The fault ``notification.failure_rate`` failed this delivery attempt; nothing was sent."""
+
+
 class NotificationConsumer:
     def __init__(
         self,
@@ -45,6 +52,8 @@ class NotificationConsumer:
         batch_size: int = 10,
         retry_delay_s: float = 1.0,
         max_retry_delay_s: float = 60.0,
+        faults: FaultFile | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.queue = queue
         self.db = db
@@ -59,6 +68,8 @@ class NotificationConsumer:
         self.batch_size = batch_size
         self.retry_delay_s = retry_delay_s
         self.max_retry_delay_s = max_retry_delay_s
+        self.faults = faults
+        self.rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -130,6 +141,9 @@ class NotificationConsumer:
                 await self.queue.ack(delivery)
                 return
             try:
+                if self._delivery_fails():
+                    fire(span, "notification.failure_rate")
+                    raise InjectedDeliveryFailure("delivery failed by the fault notification.failure_rate")
                 outcome = await handlers.notify(
                     notice,
                     kind,
@@ -156,6 +170,10 @@ class NotificationConsumer:
             if outcome is Outcome.DUPLICATE:
                 span.set_attribute("notification.duplicate", True)
             await self.queue.ack(delivery)
+
+    def _delivery_fails(self) -> bool:
+        rate = self.faults.current().notification.failure_rate if self.faults is not None else None
+        return strikes(rate, self.rng)
 
     def _retry_delay(self, attempt: int) -> float:
         return min(self.max_retry_delay_s, self.retry_delay_s * 2 ** max(0, attempt - 1))

@@ -15,6 +15,7 @@ from bookline.config import Settings
 from bookline.domain.pricing import PricedStay
 from bookline.services.common.app import create_service_app, service_database
 from bookline.services.pricing import handlers
+from bookline.services.pricing.admin import add_admin_routes
 from bookline.services.pricing.handlers import Quote
 from bookline.telemetry import ServiceTelemetry
 
@@ -156,4 +157,5 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         quote = await handlers.get_quote(db=db, quote_id=quote_id)
         return _quote_public(quote, time.time())
 
+    add_admin_routes(app, settings, db)
     return app

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from bookline.config import Settings
 from bookline.services.common.app import create_service_app, error_response
 from bookline.services.telemetry import metric_queries, queries, viewer
+from bookline.services.telemetry.admin import add_admin_routes
 from bookline.services.telemetry.filters import InvalidFilterError, TraceQuery, hex_id, parse_int, parse_time_ns
 from bookline.services.telemetry.otlp import (
     JSON,
@@ -50,6 +51,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry, *, store: Telemet
     app.state.store = store
     _add_otlp_routes(app, store)
     _add_read_routes(app, store)
+    add_admin_routes(app, settings, store)
     viewer.add_viewer_routes(app)
     return app
 

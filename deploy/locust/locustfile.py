@@ -1,0 +1,212 @@
+"""Bookline under Locust: the mix of ``bookline load`` (search, book, cancel, duplicate submit) as
+Locust tasks, for those who prefer Locust's web UI, its distributed workers or its reports.
+
+    locust -f deploy/locust/locustfile.py --host http://127.0.0.1:8000 \
+        --gateway-url http://127.0.0.1:8004 --hot-rooms 2 -u 20 -r 5 -t 2m --headless
+
+Each user runs one task per second (``constant_throughput(1)``), so ``-u 20`` asks for about 20
+operations per second. Unlike ``bookline load`` this is a closed model: a user waits for its answer
+before its next task, so a slow Bookline is sent less (see deploy/locust/README.md).
+
+A booking tokenizes its card at the gateway first (the card number goes there and nowhere else:
+Locust never records request bodies), then books with a fresh Idempotency-Key. 402 and 409 answers
+are results of a booking system, not failures of the test: they count as successes in Locust's
+table and by code in the outcome table printed at the end. Failures are the 5xx answers, transport
+errors, and a duplicate submit whose answer differs from the first (``duplicate_mismatch``).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+
+from locust import HttpUser, constant_throughput, events
+
+from bookline.config import Settings
+from bookline.load.inventory import HOT_FIRST_DAY, HOT_NIGHTS, HotRoom, Inventory, Stay
+from bookline.load.operations import Answer, stored_booking_id
+from bookline.load.options import DEFAULT_CARDS, DEFAULT_MIX, parse_cards, parse_mix
+from bookline.load.stats import DUPLICATE_MISMATCH, outcome_key
+
+SOURCES = ("web", "mobile", "api")
+EXPECTED = {200, 201, 402, 409}  # answers of a working booking system, whatever they say
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    group = parser.add_argument_group("Bookline")
+    group.add_argument("--gateway-url", default="", help="payment-gateway base URL (default: from the settings)")
+    group.add_argument("--mix", default=DEFAULT_MIX, help="share of each operation, as for bookline load")
+    group.add_argument("--hot-rooms", type=int, default=0, help="K rooms a share of the bookings fights over")
+    group.add_argument("--hot-share", type=float, default=0.5, help="share of bookings aimed at the hot rooms")
+    group.add_argument("--cards", default=DEFAULT_CARDS, help="test cards and their shares, as for bookline load")
+
+
+class Shared:
+    """What every user of this process shares: the inventory, found once, and this run's bookings."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # gevent patches it into a greenlet lock under Locust
+        self.inventory: Inventory | None = None
+        self.confirmed = 0
+        self.cancellable: list[str] = []  # confirmed by this run and not cancelled yet
+        self.sent: list[tuple[str, dict, int, object]] = []  # key, body (holds a token), status, answer
+        self.outcomes: Counter[str] = Counter()
+
+
+shared = Shared()
+
+
+@events.init.add_listener
+def _weights(environment, **_kwargs) -> None:
+    """Task weights from ``--mix`` (Locust's ``@task(n)`` would fix them in the code)."""
+    options = environment.parsed_options
+    if options is None:
+        return
+    mix = parse_mix(options.mix)
+    by_name = {"search": BooklineUser.search, "book": BooklineUser.book,
+               "cancel": BooklineUser.cancel, "duplicate": BooklineUser.duplicate}  # fmt: skip
+    BooklineUser.tasks = [by_name[name] for name, weight in mix.items() for _ in range(round(weight))]
+
+
+@events.quitting.add_listener
+def _print_outcomes(environment, **_kwargs) -> None:
+    print("\nBookline outcomes (operation, HTTP status and error code):")
+    for outcome, count in sorted(shared.outcomes.items()):
+        print(f"  {outcome:<48} {count:>8}")
+    print(f"  bookings confirmed: {shared.confirmed}")
+
+
+class BooklineUser(HttpUser):
+    wait_time = constant_throughput(1)
+    tasks: list = []  # set from --mix when Locust starts
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.gateway_url = (options.gateway_url or Settings().url_of("payment-gateway")).rstrip("/")
+        self.rng = random.Random()
+        cards = parse_cards(options.cards)
+        self.cards = [card for card, _ in cards]
+        self.card_weights = [weight for _, weight in cards]
+        with shared.lock:
+            if shared.inventory is None:
+                shared.inventory = self._discover(options.hot_rooms)
+        self.inventory = shared.inventory
+
+    # discovery, once per process ------------------------------------------------------------
+    def _discover(self, hot_rooms: int) -> Inventory:
+        found = self.client.get("/properties", params={"limit": 500}, name="GET /properties (discover)").json()
+        properties = found["properties"]
+        if not properties:
+            raise RuntimeError("booking-service has no properties: run `bookline seed` first")
+        today = datetime.now(UTC).date()
+        inventory = Inventory(
+            property_ids=[p["property_id"] for p in properties],
+            cities=sorted({p["city"] for p in properties}),
+            today=today,
+        )
+        if hot_rooms > 0:
+            check_in = today + timedelta(days=HOT_FIRST_DAY + self.rng.randrange(40))
+            stay = Stay(check_in, check_in + timedelta(days=HOT_NIGHTS))
+            for property_id in self.rng.sample(inventory.property_ids, len(inventory.property_ids)):
+                free = self.client.get(
+                    "/availability",
+                    params={"property_id": property_id, "guests": 1, **stay.params()},
+                    name="GET /availability (discover)",
+                ).json()
+                inventory.hot_rooms += [HotRoom(property_id, r["room_id"]) for r in free.get("rooms", [])]
+                if len(inventory.hot_rooms) >= hot_rooms:
+                    break
+            inventory.hot_rooms = inventory.hot_rooms[:hot_rooms]
+            inventory.hot_stay = stay
+        return inventory
+
+    # the tasks -------------------------------------------------------------------------------
+    def search(self) -> None:
+        if self.inventory.cities and self.rng.random() < 0.2:
+            params = {"city": self.rng.choice(self.inventory.cities)}
+            self._request("search", "GET", "/properties", name="GET /properties?city=", params=params)
+            return
+        stay = self.inventory.spread_stay(self.rng)
+        params = {"property_id": self.rng.choice(self.inventory.property_ids), "guests": 1, **stay.params()}
+        self._request("search", "GET", "/availability", name="GET /availability", params=params)
+
+    def book(self) -> None:
+        card = self.rng.choices(self.cards, weights=self.card_weights)[0]
+        token = self.client.post(
+            f"{self.gateway_url}/v1/tokens",
+            json={"number": card.number, "exp_month": 12, "exp_year": date.today().year + 3, "cvc": "123"},
+            name="POST /v1/tokens",
+        )
+        if token.status_code != 201:
+            shared.outcomes[f"book tokenize {outcome_key(token.status_code, _json(token))}"] += 1
+            return
+        body = self._booking_body() | {
+            "payment": {"method": "card", "token": token.json()["token"], "card_last_four": token.json()["last4"]}
+        }
+        key = str(uuid.uuid4())
+        status, answer = self._request(
+            "book", "POST", "/bookings", name="POST /bookings", json=body, headers={"Idempotency-Key": key}
+        )
+        if stored_booking_id(Answer(status, answer)):  # stored under the key: a duplicate must get it back
+            shared.sent.append((key, body, status, answer))
+
+    def cancel(self) -> None:
+        if not shared.cancellable:
+            self.book()
+            return
+        booking_id = shared.cancellable.pop(self.rng.randrange(len(shared.cancellable)))
+        self._request("cancel", "POST", f"/bookings/{booking_id}/cancel", name="POST /bookings/[id]/cancel")
+
+    def duplicate(self) -> None:
+        if not shared.sent:
+            self.book()
+            return
+        key, body, status, answer = self.rng.choice(shared.sent)
+        with self.client.post(
+            "/bookings", json=body, headers={"Idempotency-Key": key},
+            name="POST /bookings (duplicate)", catch_response=True,
+        ) as response:  # fmt: skip
+            if response.status_code == status and _json(response) == answer:
+                shared.outcomes[f"duplicate {outcome_key(status, answer)}"] += 1
+                response.success()
+            else:
+                shared.outcomes[f"duplicate {DUPLICATE_MISMATCH}"] += 1
+                response.failure(DUPLICATE_MISMATCH)
+
+    # helpers ---------------------------------------------------------------------------------
+    def _booking_body(self) -> dict:
+        inv = self.inventory
+        body = {"user_id": f"locust-{uuid.uuid4().hex[:12]}", "source": self.rng.choice(SOURCES)}
+        if inv.hot_rooms and inv.hot_stay and self.rng.random() < self.environment.parsed_options.hot_share:
+            room = self.rng.choice(inv.hot_rooms)
+            return (
+                body | {"property_id": room.property_id, "room_id": room.room_id, "guests": 1} | inv.hot_stay.params()
+            )
+        stay = inv.spread_stay(self.rng)
+        return body | {"property_id": self.rng.choice(inv.property_ids), "guests": 1} | stay.params()
+
+    def _request(self, operation: str, method: str, path: str, *, name: str, **kwargs) -> tuple[int, object]:
+        """One request, counted by outcome; only an answer a working system would not give fails."""
+        with self.client.request(method, path, name=name, catch_response=True, **kwargs) as response:
+            answer = _json(response)
+            outcome = outcome_key(response.status_code, answer) if response.status_code else "transport_error"
+            shared.outcomes[f"{operation} {outcome}"] += 1
+            if response.status_code in EXPECTED:
+                response.success()
+                if response.status_code == 201 and isinstance(answer, dict) and answer.get("booking_id"):
+                    shared.confirmed += 1
+                    shared.cancellable.append(answer["booking_id"])
+            else:
+                response.failure(outcome)
+        return response.status_code, answer
+
+
+def _json(response) -> object:
+    try:
+        return response.json()
+    except Exception:  # noqa: BLE001 - no body, or not JSON: the status says enough
+        return None

@@ -1,0 +1,142 @@
+"""The telemetry store's admin reads (``/admin``, token-protected, for ``bookline audit``): the spans
+of some names in one query (the compensations of every failed booking, found by reservation rather
+than by one trace search per booking), how far back the store keeps telemetry, and the card scan
+of everything stored (spans, logs, metric series and resources)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query
+
+from bookline.config import Settings
+from bookline.domain.errors import InvalidRequest
+from bookline.services.common.admin import (
+    DEFAULT_PAGE_ROWS,
+    After,
+    InvalidCursor,
+    Limit,
+    Since,
+    admin_router,
+    cursor_values,
+    encode_cursor,
+    mount_admin,
+)
+from bookline.services.common.card_scan import CardScan, row_key
+from bookline.services.telemetry.decoding import STATUS_CODES
+from bookline.services.telemetry.store import TelemetryStore
+
+MAX_NAMES = 20
+_NS = 1_000_000_000
+
+
+def horizon(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The start of the oldest trace still stored: anything older was deleted (or never kept)."""
+    oldest = conn.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
+    return {"oldest_start_unix_nano": oldest}
+
+
+def spans_named(
+    conn: sqlite3.Connection,
+    names: list[str],
+    since_ns: int | None,
+    after: tuple[str, str, str] | None,
+    limit: int,
+) -> dict[str, Any]:
+    """Spans with one of ``names``, in (name, trace, span) order, with their attributes."""
+    where = [f"name IN ({','.join('?' * len(names))})"]
+    args: list[Any] = list(names)
+    if since_ns is not None:
+        where.append("start_ns >= ?")
+        args.append(since_ns)
+    if after is not None:
+        where.append("(name, trace_id, span_id) > (?, ?, ?)")
+        args.extend(after)
+    rows = conn.execute(
+        "SELECT name, trace_id, span_id, start_ns, status_code, attributes FROM spans"
+        f" WHERE {' AND '.join(where)} ORDER BY name, trace_id, span_id LIMIT ?",
+        [*args, limit + 1],
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    spans = [
+        {
+            "name": name,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "start_unix_nano": start,
+            "status": STATUS_CODES[code],
+            "attributes": json.loads(attributes),
+        }
+        for name, trace_id, span_id, start, code, attributes in rows
+    ]
+    next_cursor = encode_cursor(list(rows[-1][:3])) if more else None
+    return {"spans": spans, "next": next_cursor, **horizon(conn)}
+
+
+def scan_stored(conn: sqlite3.Connection, since_ns: int | None) -> dict[str, Any]:
+    """Every stored span, log record, metric series and resource, looked through for card numbers."""
+    scan = CardScan()
+    span_where, log_where, args = "", "", []
+    if since_ns is not None:
+        span_where, log_where, args = " WHERE start_ns >= ?", " WHERE time_ns >= ?", [since_ns]
+    for trace_id, span_id, name, message, attributes, events, links in conn.execute(
+        f"SELECT trace_id, span_id, name, status_message, attributes, events, links FROM spans{span_where}", args
+    ):
+        scan.row(
+            "spans",
+            row_key([trace_id, span_id]),
+            (("name", name), ("status_message", message), ("attributes", attributes), ("events", events),
+             ("links", links)),
+        )  # fmt: skip
+    for log_id, body, attributes in conn.execute(f"SELECT id, body, attributes FROM logs{log_where}", args):
+        scan.row("logs", row_key([log_id]), (("body", body), ("attributes", attributes)))
+    for series_id, name, attributes in conn.execute("SELECT id, name, attributes FROM metric_series"):
+        scan.row("metric_series", row_key([series_id]), (("name", name), ("attributes", attributes)))
+    for resource_id, attributes in conn.execute("SELECT id, attributes FROM resources"):
+        scan.row("resources", row_key([resource_id]), (("attributes", attributes),))
+    return scan.body()
+
+
+def _cursor(after: str | None) -> tuple[str, str, str] | None:
+    if after is None:
+        return None
+    name, trace_id, span_id = cursor_values(after, 3)
+    if not all(isinstance(v, str) for v in (name, trace_id, span_id)):
+        raise InvalidCursor(message="the cursor is not one this endpoint gave out")
+    return name, trace_id, span_id
+
+
+def add_admin_routes(app: FastAPI, settings: Settings, store: TelemetryStore) -> None:
+    router = admin_router(settings)
+
+    @router.get("/spans")
+    async def list_spans(
+        name: Annotated[list[str], Query(description="span names (repeat the parameter for several)")],
+        since: Since = None,
+        after: After = None,
+        limit: Limit = DEFAULT_PAGE_ROWS,
+    ) -> dict[str, Any]:
+        """The stored spans with these names that started at or after ``since``, each with its trace
+        and attributes, plus ``oldest_start_unix_nano``: the store keeps nothing older."""
+        if not name or len(name) > MAX_NAMES:
+            raise InvalidRequest("invalid_names", f"give between 1 and {MAX_NAMES} span names")
+        since_ns = int(since * _NS) if since is not None else None
+        return await store.read(spans_named, sorted(set(name)), since_ns, _cursor(after), limit)
+
+    @router.get("/horizon")
+    async def store_horizon() -> dict[str, Any]:
+        """How far back the store keeps telemetry: its oldest trace, and its retention setting."""
+        found = await store.read(horizon)
+        return {**found, "retention_hours": settings.telemetry_retention_hours}
+
+    @router.get("/card-scan")
+    async def card_scan(since: Since = None) -> dict[str, Any]:
+        """Where stored spans (names, attributes, events), logs or metric attributes hold something
+        that is a card number (never the value); ``since`` limits the spans and logs looked at."""
+        since_ns = int(since * _NS) if since is not None else None
+        return await store.read(scan_stored, since_ns)
+
+    mount_admin(app, router)
