@@ -136,7 +136,7 @@ def test_no_booking_and_no_money_is_lost_under_faults_crashes_and_contention(tmp
         crasher.start()
         try:
             load = run_load(
-                up, tmp_path / "load.json", "--rate", "20", "--duration", "25s", "--concurrency", "32",
+                up, tmp_path / "load.json", "--rate", "15", "--duration", "25s", "--concurrency", "64",
                 "--mix", "search=10,book=70,cancel=10,duplicate=10", "--hot-rooms", "2",
             )  # fmt: skip
         finally:
@@ -152,11 +152,11 @@ def test_no_booking_and_no_money_is_lost_under_faults_crashes_and_contention(tmp
         # the run was the worst day it was meant to be
         assert len(hit) >= 2 and crashes(up) >= 2, f"booking-service crashed {crashes(up)} times: {hit}"
         book = outcomes(load, "book")
-        assert book.get("201", 0) >= 50, book
+        assert book.get("201", 0) >= 30, book
         assert book.get("402 payment_declined", 0) >= 10, book
         assert any(code.startswith("409") for code in book), book
         bookings = report["bookings"]
-        assert sum(bookings.values()) >= 250, bookings
+        assert sum(bookings.values()) >= 150, bookings
         assert bookings.get("failed", 0) >= 30 and bookings.get("cancelled", 0) >= 3, bookings
         traced = next(c for c in report["checks"] if c["check"] == "compensations_traced")
         assert traced["checked"] >= 20, traced

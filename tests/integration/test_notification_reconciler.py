@@ -4,7 +4,6 @@ notification-service is written again, and the guest still gets exactly one e-ma
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import httpx
 import pytest
@@ -12,18 +11,9 @@ import pytest
 from conftest import start_stack
 from support.booking import Client
 from support.spans import one
+from support.up import wait_for
 
 TOKEN = "reconciler-test-admin-token"
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture()
@@ -67,8 +57,10 @@ def test_a_lost_booking_event_is_sent_again_and_the_guest_gets_one_email(stack):
     assert delivery_check(data_dir, event_id) == "resent"
     assert len(list((data_dir / "mail").glob(f"{booking_id}-*.eml"))) == 1
 
-    resend = one(wait_for(lambda: [s for s in stack.spans() if s.name == "confirmation.resend_notification"]),
-                 "confirmation.resend_notification")
+    resend = one(
+        wait_for(lambda: [s for s in stack.spans() if s.name == "confirmation.resend_notification"]),
+        "confirmation.resend_notification",
+    )
     assert resend.attributes["booking.id"] == booking_id
     assert resend.attributes["notification.kind"] == "confirmed"
     assert resend.attributes["messaging.message.id"] != event_id

@@ -3,23 +3,12 @@ after the saga gave up on it is voided, and the repair is traced."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from conftest import start_stack
 from support.booking import Client
 from support.spans import one
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+from support.up import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ from bookline.services.common.admin import (
     After,
     Limit,
     Since,
-    admin_router,
+    created_since,
+    database_admin_router,
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import scan_tables
 
 _claims = room_night_claims.c
 # (room_id, night) is the claims' primary key, unless a control test took it off: the reservation
@@ -54,15 +54,13 @@ def _claim_view(row: Any) -> dict[str, Any]:
 
 
 def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
-    router = admin_router(settings)
+    router = database_admin_router(settings, db, metadata, "availability-service")
 
     @router.get("/holds")
     async def list_holds(since: Since = None, after: After = None, limit: Limit = DEFAULT_PAGE_ROWS) -> dict[str, Any]:
         """Holds placed at or after ``since``, whatever became of them (held, committed, released,
         expired), with their expiry and last change."""
-        query = select(holds)
-        if since is not None:
-            query = query.where(holds.c.created_at >= since)
+        query = created_since(select(holds), holds.c.created_at, since)
         async with db.read() as conn:
             page = await keyset_page(conn, query, [holds.c.reservation_id], after=after, limit=limit)
         return {"holds": [_hold_view(r) for r in page.rows], "next": page.next}
@@ -78,10 +76,5 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
         async with db.read() as conn:
             page = await keyset_page(conn, query, CLAIM_KEYS, after=after, limit=limit)
         return {"claims": [_claim_view(r) for r in page.rows], "next": page.next}
-
-    @router.get("/card-scan")
-    async def card_scan() -> dict[str, Any]:
-        """Where availability-service's database holds something that is a card number (never the value)."""
-        return (await scan_tables(db, metadata.sorted_tables)).body()
 
     mount_admin(app, router)

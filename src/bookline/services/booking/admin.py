@@ -18,11 +18,11 @@ from bookline.services.common.admin import (
     After,
     Limit,
     Since,
-    admin_router,
+    created_since,
+    database_admin_router,
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import scan_tables
 
 _COLUMNS = (
     "booking_id",
@@ -71,7 +71,7 @@ async def _steps_of(conn: Any, booking_ids: list[str]) -> dict[str, dict[str, di
 
 
 def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
-    router = admin_router(settings)
+    router = database_admin_router(settings, db, metadata, "booking-service")
 
     @router.get("/bookings")
     async def list_bookings(
@@ -84,19 +84,12 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
         its saga steps ({step: status}) and when each step last changed."""
         if reservation_id and len(reservation_id) > MAX_RESERVATIONS:
             raise InvalidRequest("too_many_reservations", f"at most {MAX_RESERVATIONS} reservation_id per request")
-        query = SELECT_BOOKINGS
-        if since is not None:
-            query = query.where(bookings.c.created_at >= since)
+        query = created_since(SELECT_BOOKINGS, bookings.c.created_at, since)
         if reservation_id:
             query = query.where(bookings.c.reservation_id.in_(reservation_id))
         async with db.read() as conn:
             page = await keyset_page(conn, query, [bookings.c.booking_id], after=after, limit=limit)
             steps = await _steps_of(conn, [r.booking_id for r in page.rows])
         return {"bookings": [_view(r, steps) for r in page.rows], "next": page.next}
-
-    @router.get("/card-scan")
-    async def card_scan() -> dict[str, Any]:
-        """Where booking-service's database holds something that is a card number (never the value)."""
-        return (await scan_tables(db, metadata.sorted_tables)).body()
 
     mount_admin(app, router)

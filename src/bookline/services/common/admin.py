@@ -24,14 +24,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Date, Select, literal, tuple_
+from sqlalchemy import Date, MetaData, Select, literal, tuple_
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 
+from bookline.adapters.db import Database
 from bookline.admin_token import resolve_admin_token
 from bookline.config import Settings
 from bookline.domain.errors import BooklineError
 from bookline.services.common.app import error_response
+from bookline.services.common.card_scan import scan_tables
 
 DEFAULT_PAGE_ROWS = 5000
 MAX_PAGE_ROWS = 20000
@@ -83,6 +85,19 @@ def admin_router(settings: Settings) -> APIRouter:
             raise AdminUnauthorized(message="the admin endpoints need Authorization: Bearer <admin token>")
 
     return APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(require_admin)])
+
+
+def database_admin_router(settings: Settings, db: Database, metadata: MetaData, owner: str) -> APIRouter:
+    """``admin_router`` with the card scan of a service's own database, ``GET /admin/card-scan``:
+    where ``owner``'s tables hold something that is a card number (never the value)."""
+    router = admin_router(settings)
+
+    async def card_scan() -> dict[str, Any]:
+        return (await scan_tables(db, metadata.sorted_tables)).body()
+
+    card_scan.__doc__ = f"Where {owner}'s database holds something that is a card number (never the value)."
+    router.add_api_route("/card-scan", card_scan, methods=["GET"])
+    return router
 
 
 def mount_admin(app: FastAPI, router: APIRouter) -> None:
@@ -137,6 +152,11 @@ def decode_cursor(cursor: str, keys: Sequence[ColumnElement[Any]]) -> list[Any]:
 class Page:
     rows: list[Row[Any]]
     next: str | None
+
+
+def created_since(query: Select[Any], column: ColumnElement[Any], since: float | None) -> Select[Any]:
+    """``query`` limited to rows whose ``column`` (a unix time) is at or after ``since``, if given."""
+    return query if since is None else query.where(column >= since)
 
 
 async def keyset_page(

@@ -15,11 +15,11 @@ from bookline.services.common.admin import (
     After,
     Limit,
     Since,
-    admin_router,
+    created_since,
+    database_admin_router,
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import scan_tables
 from bookline.services.confirmation.tables import bookings, metadata
 
 SELECT_BOOKINGS = select(
@@ -49,24 +49,16 @@ def _view(row: Any) -> dict[str, Any]:
 
 
 def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
-    router = admin_router(settings)
+    router = database_admin_router(settings, db, metadata, "confirmation-service")
 
     @router.get("/bookings")
     async def list_bookings(
         since: Since = None, after: After = None, limit: Limit = DEFAULT_PAGE_ROWS
     ) -> dict[str, Any]:
         """Bookings confirmed at or after ``since``: room, nights, code, and whether cancelled."""
-        query = SELECT_BOOKINGS
-        if since is not None:
-            query = query.where(bookings.c.created_at >= since)
+        query = created_since(SELECT_BOOKINGS, bookings.c.created_at, since)
         async with db.read() as conn:
             page = await keyset_page(conn, query, [bookings.c.reservation_id], after=after, limit=limit)
         return {"bookings": [_view(r) for r in page.rows], "next": page.next}
-
-    @router.get("/card-scan")
-    async def card_scan() -> dict[str, Any]:
-        """Where confirmation-service's database (bookings and outbox) holds something that is a card
-        number (never the value)."""
-        return (await scan_tables(db, metadata.sorted_tables)).body()
 
     mount_admin(app, router)

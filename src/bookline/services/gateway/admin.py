@@ -17,11 +17,11 @@ from bookline.services.common.admin import (
     After,
     Limit,
     Since,
-    admin_router,
+    created_since,
+    database_admin_router,
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import scan_tables
 from bookline.services.gateway.tables import authorizations, metadata
 
 SELECT_AUTHORIZATIONS = select(
@@ -47,7 +47,7 @@ def _view(row: Any) -> dict[str, Any]:
 
 
 def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
-    router = admin_router(settings)
+    router = database_admin_router(settings, db, metadata, "the gateway")
 
     @router.get("/authorizations")
     async def list_authorizations(
@@ -55,16 +55,9 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
     ) -> dict[str, Any]:
         """Authorizations made at or after ``since``, with what was captured and refunded of each
         (amounts in minor units), as the gateway's ledger has them."""
-        query = SELECT_AUTHORIZATIONS
-        if since is not None:
-            query = query.where(authorizations.c.created_at >= since)
+        query = created_since(SELECT_AUTHORIZATIONS, authorizations.c.created_at, since)
         async with db.read() as conn:
             page = await keyset_page(conn, query, [authorizations.c.auth_id], after=after, limit=limit)
         return {"authorizations": [_view(r) for r in page.rows], "next": page.next}
-
-    @router.get("/card-scan")
-    async def card_scan() -> dict[str, Any]:
-        """Where the gateway's database holds something that is a card number (never the value)."""
-        return (await scan_tables(db, metadata.sorted_tables)).body()
 
     mount_admin(app, router)
