@@ -69,8 +69,12 @@ class Settings(BaseSettings):
     telemetry_url: str | None = None
     http_timeout_s: float = 5.0
     service_restart_limit: int = Field(
-        default=3, ge=0, description="bookline up starts a crashed service again this many times (0: never)"
+        default=3,
+        ge=0,
+        description="bookline up starts a crashed service again this many times within service_restart_window_s "
+        "(0: never); one more crash in that window stops the stack",
     )
+    service_restart_window_s: float = Field(default=600.0, gt=0)
     max_body_bytes: int = 64 * 1024
 
     # booking rules

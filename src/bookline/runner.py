@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -92,14 +92,25 @@ class NeverRestart:
         return False
 
 
-@dataclass(frozen=True)
+@dataclass
 class RestartUpTo:
-    """Starts a child that exited on its own again, up to ``limit`` times over the supervisor's life."""
+    """Starts a child that exited on its own again, unless it was already started again ``limit``
+    times within the last ``window_s`` seconds: a crash now and then is survived however long the
+    stack runs (a fault rehearsal crashes booking-service on purpose), a crash loop stops it."""
 
     limit: int
+    window_s: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    _restarted_at: dict[str, list[float]] = field(default_factory=dict)
 
     def should_restart(self, child: ChildSpec, returncode: int, restarts: int) -> bool:
-        return restarts < self.limit
+        now = self.clock()
+        recent = [t for t in self._restarted_at.get(child.name, []) if now - t < self.window_s]
+        allowed = len(recent) < self.limit
+        if allowed:
+            recent.append(now)
+        self._restarted_at[child.name] = recent
+        return allowed
 
 
 @dataclass
@@ -354,5 +365,5 @@ def run_stack(settings: Settings, *, console: Console | None = None, ready_timeo
         service_children(settings),
         console=console,
         ready_timeout=ready_timeout,
-        restart_policy=RestartUpTo(settings.service_restart_limit),
+        restart_policy=RestartUpTo(settings.service_restart_limit, settings.service_restart_window_s),
     ).run()

@@ -330,3 +330,19 @@ def test_bookline_up_starts_no_telemetry_store_when_telemetry_is_off(
     children = service_children(Settings(data_dir=tmp_path / "data"))
 
     assert [c.name for c in children] == [s.name for s in SERVICES]
+
+
+def test_the_restart_limit_counts_the_restarts_of_a_recent_window() -> None:
+    now = [0.0]
+    policy = RestartUpTo(2, window_s=10.0, clock=lambda: now[0])
+    child, other = ChildSpec("booking-service", ["x"], 1), ChildSpec("pricing-engine", ["x"], 2)
+
+    def crash_at(t: float, spec: ChildSpec = child) -> bool:
+        now[0] = t
+        return policy.should_restart(spec, 70, 0)
+
+    assert crash_at(0.0) and crash_at(1.0)
+    assert not crash_at(2.0), "a third crash within the window is a crash loop"
+    assert crash_at(2.5, other), "each service has its own count"
+    assert crash_at(11.5), "the restarts at 0 s and 1 s have left the window"
+    assert crash_at(12.0) and not crash_at(12.5)
