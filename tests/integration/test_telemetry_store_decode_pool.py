@@ -1,6 +1,6 @@
 """Large span exports are decoded in a worker process: the store gets the same rows and sampler facts
-as decoding in place (attributes parsed only when read), a bad body is still refused with its OTLP
-status, and small exports never start the worker."""
+as decoding in place (attributes kept as JSON text, parsed only when read), a bad body is still refused
+with its OTLP status, and small exports never start the worker."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from bookline.services.telemetry.decode_pool import WORKER_BYTES, DecodePool, JsonAttributes
+from bookline.services.telemetry.decode_pool import WORKER_BYTES, DecodePool
 from bookline.services.telemetry.decoding import decode_export
 from bookline.services.telemetry.otlp import PROTOBUF, OtlpError
+from bookline.services.telemetry.sampling import JsonAttributes, unpack
 from support.otlp import kv
 
 
@@ -51,12 +52,12 @@ async def test_a_large_export_decoded_in_the_worker_equals_the_same_export_decod
 
     assert pool._pool is not None  # it really went to the worker process
     assert remote.rows == local.rows
-    assert remote.facts == local.facts  # attributes compare equal once parsed
+    assert remote.facts == local.facts
     assert remote.traces == local.traces
     assert remote.resources == local.resources
     assert (remote.rejected.count, remote.rejected.reasons) == (local.rejected.count, local.rejected.reasons)
     assert remote.rejected.count == 2
-    fact = remote.facts[5]
+    fact = unpack(remote.facts[5])
     assert (fact.kind, fact.status_code, fact.service) == ("INTERNAL", "UNSET", "booking-service")
     assert fact.resource == {"service.instance.id": "i-7", "service.name": "booking-service"}
     assert fact.attributes["booking.nights"] == 7 % 7  # span 7 of the export: the first two were rejected
@@ -72,7 +73,7 @@ async def test_a_large_body_that_cannot_be_decoded_is_refused_from_the_worker_wi
 async def test_small_exports_and_other_signals_are_decoded_in_place(pool: DecodePool):
     decoded = await pool.decode("traces", export(16), None, PROTOBUF)
     assert len(decoded.rows) == 16
-    assert isinstance(decoded.facts[0].attributes, dict)
+    assert unpack(decoded.facts[0]).attributes["booking.outcome"] == "confirmed"
     assert pool._pool is None
 
 

@@ -5,6 +5,8 @@ Time is a plain float handed to the sampler, so nothing here sleeps.
 
 from __future__ import annotations
 
+import gc
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from bookline.services.telemetry.sampling import (
     combine_votes,
     decide,
     parse_duration,
+    unpack,
 )
 from bookline.services.telemetry.sampling.hashing import (
     MAX_UINT64,
@@ -427,6 +430,36 @@ def test_late_spans_follow_the_decision_already_made():
     assert sampler.due(now=1000.0) == []
 
 
+def packed(facts: SpanFacts) -> tuple:
+    """The span as the store hands it to the sampler: a plain tuple, attributes and resource as JSON text."""
+    return (*facts[:7], json.dumps(dict(facts.attributes)), json.dumps(dict(facts.resource)))
+
+
+def test_packed_spans_with_json_attributes_are_decided_like_their_span_facts():
+    cfg = config(policy("string_attribute", "declined", key="booking.outcome", values=["declined"]))
+    sampler = TailSampler(cfg)
+    declined, confirmed = trace_id(1), trace_id(2)
+    spans = [span(declined, attributes={"booking.outcome": "declined"}), span(confirmed), span(declined)]
+    sampler.offer([packed(s) for s in spans], now=0.0)
+
+    assert sampler.due(now=10.0) == [(declined, Decision.SAMPLED), (confirmed, Decision.NOT_SAMPLED)]
+    assert unpack(packed(spans[0])) == spans[0]  # attributes compare equal once parsed
+
+
+def test_spans_waiting_for_their_decision_give_the_cycle_collector_nothing_to_walk_per_span():
+    # a few hundred thousand spans wait under load; a tracked object per span made every full
+    # collection walk them all
+    sampler = TailSampler(config(policy("always_sample")))
+    gc.collect()
+    before = len(gc.get_objects())
+
+    sampler.offer([packed(span(trace_id(n // 16 + 1), attributes={"booking.nights": n})) for n in range(16_000)], 0.0)
+    gc.collect()
+
+    assert sampler.pending == 1000
+    assert len(gc.get_objects()) - before < 1000 * 2  # one span list per trace, nothing per span
+
+
 def test_offer_reports_nothing_for_traces_still_waiting():
     sampler = TailSampler(errors_only())
     sampler.offer([span(trace_id(1))], now=0.0)
@@ -613,6 +646,15 @@ def test_default_never_keeps_a_health_or_readiness_check_even_a_failing_one(defa
     checks = [[span(t, name="GET", status="ERROR", end_ms=3000, attributes=attributes)] for t in random_ids(50, 13)]
 
     assert {decide(default, trace) for trace in checks} == {Decision.DROPPED}
+
+
+@pytest.mark.parametrize("path", ["/admin/bookings", "/admin/card-scan"])
+def test_default_never_keeps_an_admin_read_even_a_failing_one(default, path):
+    reads = [[span(t, name="GET", status="ERROR", attributes={"url.path": path})] for t in random_ids(50, 17)]
+
+    assert {decide(default, trace) for trace in reads} == {Decision.DROPPED}
+    booking = [span(unsampled_id(default), name="GET", status="ERROR", attributes={"url.path": "/bookings/admin/x"})]
+    assert decide(default, booking) is Decision.SAMPLED
 
 
 def test_default_keeps_about_ten_percent_of_fast_confirmed_bookings(default):

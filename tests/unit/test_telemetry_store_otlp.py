@@ -30,6 +30,7 @@ from bookline.services.telemetry.otlp import (
     media_type,
     parse_request,
 )
+from bookline.services.telemetry.sampling import unpack
 from support.otlp import kv
 
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
@@ -104,7 +105,7 @@ def test_a_protobuf_span_becomes_a_row_with_hex_ids_json_attributes_and_sampler_
         }
     ]
     assert links is None
-    (facts,) = decoded.facts
+    (facts,) = map(unpack, decoded.facts)
     assert (facts.trace_id, facts.kind, facts.status_code, facts.service) == (
         TRACE.hex(),
         "INTERNAL",

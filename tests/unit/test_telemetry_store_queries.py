@@ -366,6 +366,22 @@ def test_a_whole_trace_has_every_span_with_its_parent_kind_status_attributes_eve
     assert queries.get_trace(reader, tid(6)) is None
 
 
+def test_a_missing_parent_status_message_event_list_or_link_list_is_stored_as_null(conn, reader):
+    # insert_rows binds these as '' for speed and the statement turns '' back into NULL
+    link = Span.Link(trace_id=bytes.fromhex(tid(9)), span_id=bytes.fromhex(sid(901)))
+    event = Span.Event(name="retry", time_unix_nano=BASE_NS)
+    store(
+        conn,
+        span(7, 701, None, "booking-service", "POST /bookings", 0, 10),
+        span(7, 702, 701, "booking-service", "booking.confirm", 1, 2, status=2, events=[event], links=[link]),
+    )
+    stored = reader.execute(
+        "SELECT span_id, parent_span_id, status_message, events IS NULL, links IS NULL FROM spans ORDER BY span_id"
+    ).fetchall()
+
+    assert stored == [(sid(701), None, None, 1, 1), (sid(702), sid(701), "failed", 0, 0)]
+
+
 def test_services_count_their_spans_and_forget_deleted_ones(conn, reader):
     store(conn, *booking_trace(1, 0))
     store(conn, span(2, 201, None, "pricing-engine", "POST /quotes", 100, 5))

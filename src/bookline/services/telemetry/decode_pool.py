@@ -4,8 +4,9 @@ Turning protobuf spans into rows is pure Python work, about two thirds of the st
 and a Python process runs Python on one core at a time; the store's own process also serves HTTP,
 feeds the sampler and drives the writer. Large span exports are therefore decoded in a worker
 process, which hands back only the rows (plain tuples of strings and integers: about a
-microsecond per span to pickle and unpickle). The sampler's facts are rebuilt from the rows, their
-attributes parsed from the row's JSON only when a policy first reads them (:class:`JsonAttributes`).
+microsecond per span to pickle and unpickle). The sampler's facts are packed from the rows (a plain
+tuple per span, a tenth of a microsecond; attributes stay the row's JSON text until a policy reads
+them, see :data:`~bookline.services.telemetry.sampling.PackedFacts`).
 
 Small exports (a quiet laptop, the test suite) and logs and metrics are decoded in place: a process
 hop would cost them more than it saves. The worker starts with the first large export, with
@@ -17,13 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -37,45 +36,11 @@ from bookline.services.telemetry.decoding import (
     TraceDelta,
     decode_export,
 )
-from bookline.services.telemetry.sampling import SpanFacts
 
 log = logging.getLogger("bookline.telemetry.decode")
 
 # span exports at least this large on the wire go to the worker (about a hundred spans)
 WORKER_BYTES = 32 * 1024
-
-
-class JsonAttributes(Mapping[str, Any]):
-    """A span's attributes, parsed from their stored JSON the first time they are read."""
-
-    __slots__ = ("_text", "_parsed")
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._parsed: dict[str, Any] | None = None
-
-    def _attributes(self) -> dict[str, Any]:
-        if self._parsed is None:
-            self._parsed = json.loads(self._text)
-        return self._parsed
-
-    def __getitem__(self, key: str) -> Any:
-        return self._attributes()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._attributes().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._attributes()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._attributes())
-
-    def __len__(self) -> int:
-        return len(self._attributes())
-
-    def __repr__(self) -> str:
-        return f"JsonAttributes({self._text})"
 
 
 _PR_SET_PDEATHSIG = 1
@@ -96,9 +61,6 @@ def _die_with_the_store(store_pid: int) -> None:
 def _decode_in_worker(body: bytes, content_encoding: str | None, encoding: str) -> tuple[Any, ...]:
     decoded = decode_export("traces", body, content_encoding, encoding)
     assert isinstance(decoded, DecodedSpans)
-    resource_attrs: dict[int, Mapping[str, Any]] = {}
-    for row, facts in zip(decoded.rows, decoded.facts, strict=True):
-        resource_attrs.setdefault(row[13], facts.resource)
     return (
         decoded.rows,
         {
@@ -106,7 +68,6 @@ def _decode_in_worker(body: bytes, content_encoding: str | None, encoding: str) 
             for trace_id, d in decoded.traces.items()
         },
         decoded.resources,
-        resource_attrs,
         decoded.rejected.count,
         decoded.rejected.reasons,
     )
@@ -116,15 +77,12 @@ def _rebuild(
     rows: list[Any],
     traces: dict[str, tuple[Any, ...]],
     resources: list[str],
-    resource_attrs: dict[int, Mapping[str, Any]],
     rejected: int,
     reasons: dict[str, int],
 ) -> DecodedSpans:
-    kinds, codes, facts_type, lazy = KINDS, STATUS_CODES, SpanFacts, JsonAttributes
-    facts = [
-        facts_type(r[0], r[3], r[4], kinds[r[5]], codes[r[8]], r[6], r[7], lazy(r[10]), resource_attrs[r[13]])
-        for r in rows
-    ]
+    kinds, codes = KINDS, STATUS_CODES
+    # PackedFacts, as decode_spans builds them
+    facts = [(r[0], r[3], r[4], kinds[r[5]], codes[r[8]], r[6], r[7], r[10], resources[r[13]]) for r in rows]
     return DecodedSpans(
         rows, facts, {t: TraceDelta(*delta) for t, delta in traces.items()}, resources, Rejections(rejected, reasons)
     )

@@ -1,8 +1,9 @@
 """Parsed OTLP export requests turned into the plain rows the store writes.
 
-Attributes become compact JSON text, ids become lowercase hex, and each span also yields the
-:class:`SpanFacts` the tail sampler reads and a per-trace delta for the trace summary row. This is
-the hot path of ingestion, so it iterates the protobuf messages once and builds tuples.
+Attributes become compact JSON text, ids become lowercase hex, and each span also yields the facts
+the tail sampler reads (packed: :data:`~bookline.services.telemetry.sampling.PackedFacts`, attributes
+and resource as their JSON text) and a per-trace delta for the trace summary row. This is the hot path of
+ingestion, so it iterates the protobuf messages once and builds tuples.
 
 An item that cannot be stored (a span whose trace id is not 16 bytes, a log record with a 3-byte span
 id, a histogram point whose bucket counts do not match its bounds) is left out and counted in
@@ -26,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from bookline.services.telemetry.otlp import REQUESTS, decompress, parse_request
-from bookline.services.telemetry.sampling import SpanFacts
+from bookline.services.telemetry.sampling import PackedFacts
 
 KINDS = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")  # UNSPECIFIED reads as INTERNAL
 STATUS_CODES = ("UNSET", "OK", "ERROR")
@@ -139,7 +140,7 @@ SpanRow = tuple[str, str, str | None, str, str, int, int, int, int, str | None, 
 @dataclass(slots=True)
 class DecodedSpans:
     rows: list[SpanRow]
-    facts: list[SpanFacts]
+    facts: list[PackedFacts]  # one per row, in the same order
     traces: dict[str, TraceDelta]
     resources: list[str]
     rejected: Rejections
@@ -180,9 +181,9 @@ def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
     """
     decoded = DecodedSpans([], [], {}, [], Rejections())
     add_row, add_facts, traces = decoded.rows.append, decoded.facts.append, decoded.traces
-    attributes_of_, compact_, facts_type, kinds, codes = attributes_of, compact, SpanFacts, KINDS, STATUS_CODES
+    attributes_of_, compact_, kinds, codes = attributes_of, compact, KINDS, STATUS_CODES
     for resource_spans in request.resource_spans:
-        resource_attrs, service, resource_json = _resource(resource_spans.resource.attributes)
+        _, service, resource_json = _resource(resource_spans.resource.attributes)
         resource_index = len(decoded.resources)
         decoded.resources.append(resource_json)
         for scope_spans in resource_spans.scope_spans:
@@ -213,6 +214,7 @@ def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
                 if end < start:  # a clock step must not give a negative duration
                     end = start
                 events, links = span.events, span.links
+                attributes_json = compact_(attributes)
                 add_row(
                     (
                         trace_id,
@@ -225,7 +227,7 @@ def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
                         end,
                         code,
                         status.message or None,
-                        compact_(attributes),
+                        attributes_json,
                         _events(events) if events else None,
                         _links(links) if links else None,
                         resource_index,
@@ -233,9 +235,7 @@ def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
                     )
                 )
                 add_facts(
-                    facts_type(
-                        trace_id, service, name, kinds[kind], codes[code], start, end, attributes, resource_attrs
-                    )
+                    (trace_id, service, name, kinds[kind], codes[code], start, end, attributes_json, resource_json)
                 )
                 outcome = attributes.get("booking.outcome")
                 delta = traces.get(trace_id)

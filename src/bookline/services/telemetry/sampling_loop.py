@@ -13,12 +13,11 @@ arrival time, and the most recent decisions are remembered, so late spans still 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 
 from bookline.services.telemetry.decoding import KINDS, STATUS_CODES, DecodedSpans
-from bookline.services.telemetry.sampling import Decision, SamplingConfig, SpanFacts, TailSampler
+from bookline.services.telemetry.sampling import Decision, PackedFacts, SamplingConfig, TailSampler
 from bookline.services.telemetry.storage import (
     KEPT,
     PENDING,
@@ -109,23 +108,15 @@ class TraceSampling:
         }
 
 
-def _stored_facts(conn: sqlite3.Connection, trace_id: str) -> list[SpanFacts]:
+def _stored_facts(conn: sqlite3.Connection, trace_id: str) -> list[PackedFacts]:
+    """The packed facts of a stored trace's spans, as the decoder gives them (attributes and resource
+    as their stored JSON text)."""
     rows = conn.execute(
         "SELECT s.service, s.name, s.kind, s.status_code, s.start_ns, s.end_ns, s.attributes, r.attributes"
         " FROM spans s LEFT JOIN resources r ON r.id = s.resource_id WHERE s.trace_id = ?",
         (trace_id,),
     ).fetchall()
     return [
-        SpanFacts(
-            trace_id,
-            service,
-            name,
-            KINDS[kind],
-            STATUS_CODES[code],
-            start,
-            end,
-            json.loads(attrs),
-            json.loads(resource) if resource else {},
-        )
+        (trace_id, service, name, KINDS[kind], STATUS_CODES[code], start, end, attrs, resource or "{}")
         for service, name, kind, code, start, end, attrs, resource in rows
     ]

@@ -6,7 +6,7 @@ The packaged ``sampling-policies.yaml`` holds the same policies as the Collector
 """
 
 from bookline.services.telemetry.sampling.config import SamplingConfig, parse_duration
-from bookline.services.telemetry.sampling.facts import Decision, SpanFacts, Vote
+from bookline.services.telemetry.sampling.facts import Decision, JsonAttributes, PackedFacts, SpanFacts, Vote, unpack
 from bookline.services.telemetry.sampling.policies import (
     AlwaysSample,
     And,
@@ -27,8 +27,10 @@ __all__ = [
     "BooleanAttribute",
     "Decision",
     "Drop",
+    "JsonAttributes",
     "Latency",
     "NumericAttribute",
+    "PackedFacts",
     "Policy",
     "Probabilistic",
     "SamplingConfig",
@@ -40,4 +42,5 @@ __all__ = [
     "combine_votes",
     "decide",
     "parse_duration",
+    "unpack",
 ]

@@ -11,10 +11,11 @@ and :meth:`~TailSampler.due`, so tests drive time by hand and the store drives i
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import count
+from typing import TYPE_CHECKING, Any
 
-from bookline.services.telemetry.sampling.facts import Decision, SpanFacts, Vote
+from bookline.services.telemetry.sampling.facts import Decision, PackedFacts, SpanFacts, Vote, unpack
 
 if TYPE_CHECKING:
     from bookline.services.telemetry.sampling.config import SamplingConfig
@@ -48,15 +49,6 @@ def combine_votes(votes: set[Vote]) -> Decision:
     return Decision.NOT_SAMPLED
 
 
-class _Pending:
-    """The spans of one undecided trace; its identity tells a live deadline from a stale one."""
-
-    __slots__ = ("spans",)
-
-    def __init__(self, first: SpanFacts) -> None:
-        self.spans = [first]
-
-
 class TailSampler:
     """Buffers span facts per trace; decides each trace decision_wait_s after its first span arrived;
     remembers decisions so late spans follow them; counts kept and dropped traces.
@@ -69,9 +61,16 @@ class TailSampler:
         self.kept = 0
         self.dropped = 0
         self._wait = config.decision_wait_s
-        self._pending: dict[str, _Pending] = {}
-        # first arrivals in order; the wait is the same for every trace, so deadlines are sorted too
-        self._deadlines: deque[tuple[float, str, _Pending]] = deque()
+        # the spans of each undecided trace, and the number of the wait it is in: a deadline of an
+        # earlier wait of the same trace id (decided meanwhile by remember()) is stale. Numbers rather
+        # than objects, so that per trace only its span list is an object the cycle collector tracks
+        # (a few hundred thousand spans wait under load; see PackedFacts)
+        self._pending: dict[str, list[SpanFacts | PackedFacts]] = {}
+        self._waits: dict[str, int] = {}
+        self._opened = count()
+        # (deadline, trace id, wait number) of first arrivals in order; the wait is the same for
+        # every trace, so deadlines are sorted too
+        self._deadlines: deque[tuple[float, str, int]] = deque()
         self._decided: OrderedDict[str, Decision] = OrderedDict()
         # the policy file's decision_cache may ask for more room than the caller's default
         self._decided_limit = max(1, decided_cache_size, config.sampled_cache_size + config.non_sampled_cache_size)
@@ -81,16 +80,19 @@ class TailSampler:
         """Traces buffered and waiting for their decision."""
         return len(self._pending)
 
-    def offer(self, spans: Iterable[SpanFacts], now: float) -> dict[str, Decision]:
+    def offer(self, spans: Iterable[SpanFacts | PackedFacts], now: float) -> dict[str, Decision]:
         """Buffer the spans of undecided traces; return the decision of every trace in ``spans`` that
-        is already decided, so the caller keeps or drops those late spans right away."""
+        is already decided, so the caller keeps or drops those late spans right away.
+
+        Spans are held as given until their trace is decided: the store gives :data:`PackedFacts`.
+        """
         pending, decided = self._pending, self._decided
         late: dict[str, Decision] = {}
         for span in spans:
-            trace_id = span.trace_id
+            trace_id = span[0]  # SpanFacts.trace_id, also in a packed span
             waiting = pending.get(trace_id)
             if waiting is not None:
-                waiting.spans.append(span)
+                waiting.append(span)
                 continue
             if trace_id in late:
                 continue
@@ -99,21 +101,24 @@ class TailSampler:
                 decided.move_to_end(trace_id)  # a trace still receiving spans stays remembered
                 late[trace_id] = decision
                 continue
-            waiting = pending[trace_id] = _Pending(span)
-            self._deadlines.append((now + self._wait, trace_id, waiting))
+            pending[trace_id] = [span]
+            wait = self._waits[trace_id] = next(self._opened)
+            self._deadlines.append((now + self._wait, trace_id, wait))
         return late
 
     def due(self, now: float) -> list[tuple[str, Decision]]:
         """Decide and forget every buffered trace whose wait has elapsed, and the oldest ones beyond
         ``num_traces`` (decided early on the spans they have); return (trace_id, decision) pairs."""
-        deadlines, pending = self._deadlines, self._pending
+        deadlines, pending, waits = self._deadlines, self._pending, self._waits
         results: list[tuple[str, Decision]] = []
+        resources: dict[str, Mapping[str, Any]] = {}  # each resource text parsed once per call
         while deadlines and (deadlines[0][0] <= now or len(pending) > self.config.num_traces):
-            _, trace_id, waiting = deadlines.popleft()
-            if pending.get(trace_id) is not waiting:
+            _, trace_id, wait = deadlines.popleft()
+            if waits.get(trace_id) != wait:
                 continue  # decided meanwhile by remember()
-            del pending[trace_id]
-            decision = decide(self.config, waiting.spans)
+            del waits[trace_id]
+            spans = pending.pop(trace_id)
+            decision = decide(self.config, [unpack(span, resources) for span in spans])
             self._record(trace_id, decision)
             results.append((trace_id, decision))
         return results
@@ -122,6 +127,7 @@ class TailSampler:
         """Restore a decision made before a restart (not counted again in kept/dropped); spans of
         that trace buffered meanwhile are forgotten, as the decision already covers them."""
         self._pending.pop(trace_id, None)
+        self._waits.pop(trace_id, None)
         self._put(trace_id, decision)
 
     def _record(self, trace_id: str, decision: Decision) -> None:
