@@ -11,6 +11,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from bookline.domain.errors import BooklineError
+
 log = logging.getLogger("bookline.background")
 
 
@@ -37,5 +39,9 @@ class Periodic:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.run_once()
+            except BooklineError as exc:
+                # a dependency down for a while (the gateway, notification-service): one line a tick,
+                # not a traceback every few seconds
+                log.warning("%s: a pass failed, trying again: %s", self.name, exc.message)
             except Exception:  # noqa: BLE001 - tried again on the next tick
                 log.exception("%s: a pass failed", self.name)
