@@ -8,13 +8,34 @@ import os
 import re
 import tempfile
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.mime.text import MIMEText
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Protocol
 
 FROM_ADDRESS = "Bookline <bookings@bookline.example>"
 _MESSAGE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# non-ASCII text goes out as quoted-printable UTF-8 (readable in the file), ASCII as plain 7bit
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = QP
+
+
+def compose(*, message_key: str, to: str, subject: str, text: str) -> bytes:
+    """The RFC 5322 bytes of one plain-text e-mail.
+
+    Built with the ``compat32`` classes of :mod:`email` (``MIMEText``): the modern ``EmailMessage``
+    parses every header it is given back into a structured value, which made one e-mail cost about
+    1.5 ms of CPU, five times as much; what it is written to is the same for these headers.
+    """
+    message = MIMEText(text, "plain", "us-ascii" if text.isascii() else _UTF8)
+    message["From"] = FROM_ADDRESS
+    message["To"] = to
+    message["Subject"] = subject  # compat32 encodes a non-ASCII subject (RFC 2047)
+    message["Date"] = format_datetime(datetime.now(UTC))
+    # stable per key, so a receiving system can recognise a re-sent copy as the same message
+    message["Message-ID"] = f"<{message_key}@bookline.example>"
+    return message.as_bytes()
 
 
 class Mailer(Protocol):
@@ -34,15 +55,8 @@ class EmlMailer:
     async def send(self, *, message_key: str, to: str, subject: str, text: str) -> Path:
         if not _MESSAGE_KEY.fullmatch(message_key):
             raise ValueError("a message key is letters, digits, '.', '_' and '-' only")
-        message = EmailMessage()
-        message["From"] = FROM_ADDRESS
-        message["To"] = to
-        message["Subject"] = subject
-        message["Date"] = format_datetime(datetime.now(UTC))
-        # stable per key, so a receiving system can recognise a re-sent copy as the same message
-        message["Message-ID"] = f"<{message_key}@bookline.example>"
-        message.set_content(text)
-        return await asyncio.to_thread(self._write, message_key, message.as_bytes())
+        data = compose(message_key=message_key, to=to, subject=subject, text=text)
+        return await asyncio.to_thread(self._write, message_key, data)
 
     def _write(self, message_key: str, data: bytes) -> Path:
         self.mail_dir.mkdir(parents=True, exist_ok=True)
