@@ -5,6 +5,7 @@ validation of ids."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 REDACTED = "[REDACTED]"
 # 13 to 19 digits, maybe grouped by spaces or dashes, standing alone: not a run of digits inside a
@@ -32,6 +33,8 @@ _ANYTHING = re.compile("|".join(f"(?:{p.pattern})" for p in (_CARD_LIKE, _EMAIL,
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 _NO_SEPARATORS = str.maketrans("", "", " -")
 _MIN_CARD_DIGITS = 13
+# texts this long are mostly SQL statements, the same few dozen in every trace: their answer is kept
+_REMEMBERED_FROM = 80
 
 
 def needs_scrub(text: str) -> bool:
@@ -40,7 +43,19 @@ def needs_scrub(text: str) -> bool:
     Runs on every attribute of every span, so it first asks what each pattern cannot do without: a card
     number has at least 13 digits, an e-mail address an "@", a sensitive parameter a name before "=".
     Most ids, names and SQL statements have none, and no regular expression tries their every position.
+    The answer for a long text is remembered: the statements of a service repeat in every trace.
     """
+    if len(text) >= _REMEMBERED_FROM:
+        return _needs_scrub_remembered(text)
+    return _needs_scrub(text)
+
+
+@lru_cache(maxsize=2048)
+def _needs_scrub_remembered(text: str) -> bool:
+    return _needs_scrub(text)
+
+
+def _needs_scrub(text: str) -> bool:
     if not text.isascii():
         return _ANYTHING.search(text) is not None
     return bool(

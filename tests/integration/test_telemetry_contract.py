@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bookline.telemetry import HTTP_METRICS
 from bookline.telemetry_contract import load_registry
 from conftest import start_stack
 from support.booking import DECLINE, GATEWAY_500, SLOW, Client, fresh_stay
@@ -143,3 +144,17 @@ def test_metrics_are_declared_with_their_attributes(traffic):
         assert (metric.unit or "") == contract["unit"], name
         for point in metric.data.data_points:
             assert set(point.attributes) <= set(contract["attributes"]), (name, dict(point.attributes))
+
+
+def test_the_http_instrumentations_record_their_durations_only(traffic):
+    """The HTTP server and client duration histograms of TELEMETRY.md, from every service; the other
+    instruments of the instrumentations (active requests, body sizes) record nothing."""
+    names: dict[str, set[str]] = {}
+    for service, reader in traffic.metric_readers.items():
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                if sm.scope.name.startswith("opentelemetry.instrumentation"):
+                    names.setdefault(service, set()).update(m.name for m in sm.metrics)
+    assert names["booking-service"] == HTTP_METRICS
+    assert "http.server.request.duration" in names["payment-gateway"]
+    assert set().union(*names.values()) == HTTP_METRICS
