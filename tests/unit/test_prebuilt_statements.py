@@ -61,6 +61,7 @@ CASES = {
                 availability.SELECT_ROOMS_WITH_FREE_FLAG,
                 {"property_id": "p1", "check_in": NIGHTS[0], "check_out": NIGHTS[1], "now": 1.5},
             ),
+            (availability.SELECT_ROOM_WITH_HOLD, {"room_id": "p1-r1", "reservation": "r1"}),
             (availability.DELETE_EXPIRED_CLAIMS_OF_NIGHTS, {"room_id": "p1-r1", "nights": NIGHTS, "now": 1.5}),
             (availability.BOOK_HELD_CLAIMS, {"reservation": "r1", "now": 1.5}),
             (availability.SET_HOLD_STATUS, {"reservation": "r1", "new_status": "committed", "now": 1.5}),
@@ -74,7 +75,7 @@ CASES = {
         gateway_tables,
         [
             (
-                gateway.INSERT_IDEMPOTENCY_KEY,
+                gateway.CLAIM_IDEMPOTENCY_KEY,
                 {"key": "k1", "operation": "capture", "request_hash": "h", "created_at": 1.0},
             ),
             (gateway.SELECT_IDEMPOTENCY_KEY, KEY_ROW),

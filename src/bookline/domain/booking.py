@@ -29,6 +29,12 @@ def check_transition(current: BookingStatus, new: BookingStatus) -> None:
         raise InvalidTransition(message=f"a {current} booking cannot become {new}")
 
 
+def may_become(new: BookingStatus) -> list[str]:
+    """The statuses a booking may have for ``finish`` to give it ``new``: its predecessors, and
+    ``new`` itself (finishing twice the same way changes nothing)."""
+    return [new.value, *(s.value for s, nexts in _FORWARD.items() if new in nexts)]
+
+
 class Outcome(StrEnum):
     """The value of ``booking.outcome`` on the booking.create span."""
 

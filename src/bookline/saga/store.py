@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from bookline.adapters.db import Database
-from bookline.domain.booking import BookingStatus, check_transition
+from bookline.domain.booking import BookingStatus, check_transition, may_become
 from bookline.domain.errors import NotFound
 from bookline.services.booking.tables import bookings, idempotency_keys, saga_steps
 
@@ -57,6 +57,8 @@ SELECT_BOOKING = select(bookings).where(bookings.c.booking_id == bindparam("book
 SELECT_BOOKING_STATUS = select(bookings.c.status).where(bookings.c.booking_id == bindparam("booking_id"))
 # no SET clause of its own: it sets the columns named in the parameters, besides ``booking``
 UPDATE_BOOKING = update(bookings).where(bookings.c.booking_id == bindparam("booking"))
+# the same, only while the booking's status is one of ``from_statuses``
+UPDATE_BOOKING_FROM = UPDATE_BOOKING.where(bookings.c.status.in_(bindparam("from_statuses", expanding=True)))
 _BOOKING_COLUMNS = frozenset(bookings.c.keys())
 SELECT_STEPS = select(saga_steps.c.step, saga_steps.c.status).where(saga_steps.c.booking_id == bindparam("booking_id"))
 
@@ -233,14 +235,21 @@ class SagaStore:
         """Move the booking to its final status and store the response its key replays, atomically."""
         now = time.time()
         async with self.db.write() as conn:
-            current = (await conn.execute(SELECT_BOOKING_STATUS, {"booking_id": booking_id})).scalar_one()
-            if current != status.value:
+            moved = await conn.execute(
+                UPDATE_BOOKING_FROM,
+                {
+                    **_columns(booking_values),
+                    "status": status.value,
+                    "updated_at": now,
+                    "booking": booking_id,
+                    "from_statuses": may_become(status),
+                },
+            )
+            if moved.rowcount != 1:
+                # not a status it may leave for this one: say which (raising rolls the transaction back)
+                current = (await conn.execute(SELECT_BOOKING_STATUS, {"booking_id": booking_id})).scalar_one()
                 check_transition(BookingStatus(current), status)
             await self._set_steps(conn, booking_id, steps, now)
-            await conn.execute(
-                UPDATE_BOOKING,
-                {**_columns(booking_values), "status": status.value, "updated_at": now, "booking": booking_id},
-            )
             if key is not None and response is not None:
                 await conn.execute(
                     STORE_BOOKING_KEY_RESPONSE,

@@ -68,14 +68,15 @@ async def search(*, db: Database, property_id: str, stay: StayDates, guests: int
     span = trace.get_current_span()
     now = _now()
     async with db.read() as conn:
-        if (await conn.execute(sql.SELECT_PROPERTY_ID, {"property_id": property_id})).first() is None:
-            raise NotFound("property_not_found", f"no property {property_id}")
         all_rooms = (
             await conn.execute(
                 sql.SELECT_ROOMS_WITH_FREE_FLAG,
                 {"property_id": property_id, "check_in": stay.check_in, "check_out": stay.check_out, "now": now},
             )
         ).all()
+        # a property has rooms: only when none are found does it matter whether the property exists
+        if not all_rooms and (await conn.execute(sql.SELECT_PROPERTY_ID, {"property_id": property_id})).first() is None:
+            raise NotFound("property_not_found", f"no property {property_id}")
     free = [
         {"room_id": r.room_id, "name": r.name, "room_type": r.room_type, "capacity": r.capacity}
         for r in all_rooms
@@ -139,10 +140,13 @@ async def place_hold(
     expires_at = now + ttl_seconds
     try:
         async with db.write() as conn:
-            room = (await conn.execute(sql.SELECT_ROOM_PROPERTY, {"room_id": room_id})).first()
-            if room is None or room.property_id != property_id:
+            # the room's property, and the hold this reservation already has (if any), in one query
+            room = (
+                await conn.execute(sql.SELECT_ROOM_WITH_HOLD, {"room_id": room_id, "reservation": reservation_id})
+            ).first()
+            if room is None or room.room_property_id != property_id:
                 raise NotFound("room_not_found", f"no room {room_id} in property {property_id}")
-            existing = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
+            existing = room if room.reservation_id is not None else None
             if existing is not None:
                 if (existing.room_id, existing.check_in, existing.check_out) != (
                     room_id,
@@ -246,8 +250,7 @@ async def _commit(db: Database, reservation_id: str, now: float, guards: Guards)
             # raising rolls the partial update back; expire_stale_hold records the expiry
             raise _StaleHold(hold.status)
         await conn.execute(sql.SET_HOLD_STATUS, {"reservation": reservation_id, "new_status": "committed", "now": now})
-        hold = (await conn.execute(sql.SELECT_HOLD, {"reservation": reservation_id})).first()
-    return _hold_view(hold)
+    return {**_hold_view(hold), "status": "committed"}
 
 
 class _StaleHold(Exception):

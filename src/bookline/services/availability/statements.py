@@ -36,7 +36,12 @@ SELECT_ROOMS_WITH_FREE_FLAG = (
 
 SELECT_HOLD = select(holds).where(holds.c.reservation_id == bindparam("reservation"))
 
-SELECT_ROOM_PROPERTY = select(rooms.c.property_id).where(rooms.c.room_id == bindparam("room_id"))
+# the room's property, beside every column of the reservation's hold (all NULL when it has none)
+SELECT_ROOM_WITH_HOLD = (
+    select(rooms.c.property_id.label("room_property_id"), holds)
+    .select_from(rooms.outerjoin(holds, holds.c.reservation_id == bindparam("reservation")))
+    .where(rooms.c.room_id == bindparam("room_id"))
+)
 
 DELETE_EXPIRED_CLAIMS_OF_NIGHTS = delete(room_night_claims).where(
     _claims.room_id == bindparam("room_id"),

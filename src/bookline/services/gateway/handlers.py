@@ -22,7 +22,6 @@ from enum import StrEnum
 from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookline.adapters.db import Database
@@ -186,26 +185,20 @@ def _stored_reply(row: Any, request: KeyedRequest) -> Reply:
 
 async def _claim(db: Database, request: KeyedRequest) -> Reply | None:
     """Take the key for this request (None), or return the stored reply of the first one."""
-    key_row = request.row_params()
-    try:
-        async with db.write() as conn:
-            row = (await conn.execute(sql.SELECT_IDEMPOTENCY_KEY, key_row)).first()
-            if row is not None:
-                return _stored_reply(row, request)
-            await conn.execute(
-                sql.INSERT_IDEMPOTENCY_KEY,
-                {
-                    "key": request.key,
-                    "operation": request.operation,
-                    "request_hash": request.request_hash,
-                    "created_at": _now(),
-                },
-            )
+    async with db.write() as conn:
+        taken = await conn.execute(
+            sql.CLAIM_IDEMPOTENCY_KEY,
+            {
+                "key": request.key,
+                "operation": request.operation,
+                "request_hash": request.request_hash,
+                "created_at": _now(),
+            },
+        )
+        if taken.rowcount == 1:
             return None
-    except IntegrityError:
-        # another request inserted the key between our read and our insert (PostgreSQL)
-        async with db.read() as conn:
-            return _stored_reply((await conn.execute(sql.SELECT_IDEMPOTENCY_KEY, key_row)).one(), request)
+        row = (await conn.execute(sql.SELECT_IDEMPOTENCY_KEY, request.row_params())).one()
+    return _stored_reply(row, request)
 
 
 async def _release(db: Database, request: KeyedRequest) -> None:

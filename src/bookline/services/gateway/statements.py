@@ -6,7 +6,7 @@ Parameters of UPDATE statements are not named after columns: SQLAlchemy reserves
 the SET clause.
 """
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, text, update
 
 from bookline.services.gateway.tables import authorizations, idempotency_keys, tokens
 
@@ -24,7 +24,13 @@ _KEY_ROW = (idempotency_keys.c.key == bindparam("idempotency_key")) & (
 
 SELECT_IDEMPOTENCY_KEY = select(idempotency_keys).where(_KEY_ROW)
 
-INSERT_IDEMPOTENCY_KEY = insert(idempotency_keys)
+# takes the key, or changes nothing (rowcount 0) when another request holds it; the same text on
+# SQLite and PostgreSQL, where a concurrent insert of the key waits for that request's commit
+CLAIM_IDEMPOTENCY_KEY = text(
+    f'INSERT INTO {idempotency_keys.name} ("key", operation, request_hash, created_at) '
+    "VALUES (:key, :operation, :request_hash, :created_at) "
+    'ON CONFLICT ("key", operation) DO NOTHING'
+)
 
 RECORD_REPLY = (
     update(idempotency_keys)
