@@ -1,14 +1,16 @@
 """Booking throughput and latency, with tracing exported and with tracing off, in one run.
 
-For each mode the benchmark starts ``bookline up`` on a fresh data directory and free ports, seeds
-it, tokenizes the cards up front (as browsers would, outside the measured window), then drives a
-fixed workload of bookings over distinct rooms at a fixed concurrency through the public API. Three
-modes: every service exports OTLP/HTTP (spans, metrics, logs) to a local sink that accepts and
-discards them (the cost of tracing itself); ``bookline up`` as it comes, exporting to its own
-telemetry store, which shares the two CPUs (what a user of ``make run`` gets); and
+Each mode is a ``bookline up`` on a fresh data directory and free ports, seeded, with the cards
+tokenized up front (as browsers would, outside the measured window). The benchmark starts every
+mode's stack, warms each up, then books distinct rooms at a fixed concurrency through the public API
+in rounds that take turns between the modes, so that a shared machine slowing down for a while slows
+every mode alike. Three modes: every service exports OTLP/HTTP (spans, metrics, logs) to a local sink
+that accepts and discards them (the cost of tracing itself); ``bookline up`` as it comes, exporting
+to its own telemetry store, which shares the two CPUs (what a user of ``make run`` gets); and
 ``OTEL_SDK_DISABLED=true``.
 
-    python bench/bookings.py [--bookings 2000] [--concurrency 32] [--warmup 100] [--modes on,store,off]
+    python bench/bookings.py [--bookings 2000] [--rounds 4] [--concurrency 32] [--warmup 100]
+                             [--modes on,store,off]
 """
 
 from __future__ import annotations
@@ -198,31 +200,72 @@ def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
-def run_mode(name: str, env: dict[str, str]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bookline-bench-") as tmp:
-        proc, urls = start_stack(Path(tmp), env)
-        try:
-            asyncio.run(drive(urls, args.warmup, args.concurrency, first_room=0))
-            cpu_before = service_cpu_seconds(proc.pid)
-            latencies, outcomes, elapsed = asyncio.run(
-                drive(urls, args.bookings, args.concurrency, first_room=args.warmup)
-            )
-            cpu_after = service_cpu_seconds(proc.pid)
-        finally:
-            stop_stack(proc)
-    confirmed = outcomes[201]
-    return {
-        "mode": name,
-        "confirmed": confirmed,
-        "outcomes": dict(outcomes),
-        "per_s": confirmed / elapsed,
-        "wall_s": elapsed,
-        # CPU milliseconds each service spent per booking (tokenization included, it is small)
-        "cpu_ms": {k: (cpu_after[k] - cpu_before.get(k, 0.0)) * 1000 / args.bookings for k in cpu_after},
-        "p50": percentile(latencies, 50) * 1000,
-        "p95": percentile(latencies, 95) * 1000,
-        "p99": percentile(latencies, 99) * 1000,
-    }
+class Mode:
+    """One stack under test: started on its own data directory, then driven round after round."""
+
+    def __init__(self, key: str, name: str, env: dict[str, str]) -> None:
+        self.key, self.name, self.env = key, name, env
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"bookline-bench-{key}-")
+        self.proc, self.urls = start_stack(Path(self.tmp.name), env)
+        self.next_room = 0
+        self.latencies: list[float] = []
+        self.outcomes: Counter = Counter()
+        self.wall_s = 0.0
+        self.cpu_s: Counter = Counter()
+
+    def drive(self, bookings: int, *, measured: bool = True) -> None:
+        cpu_before = service_cpu_seconds(self.proc.pid)
+        latencies, outcomes, elapsed = asyncio.run(drive(self.urls, bookings, args.concurrency, self.next_room))
+        self.next_room += bookings
+        # the confirmation e-mails and the outbox drain after the last answer: let them finish here,
+        # not in the next mode's round (nothing is measured meanwhile, the CPU they take is counted)
+        time.sleep(1.0)
+        cpu_after = service_cpu_seconds(self.proc.pid)
+        if not measured:
+            return
+        self.latencies += latencies
+        self.outcomes += outcomes
+        self.wall_s += elapsed
+        for name, seconds in cpu_after.items():
+            self.cpu_s[name] += seconds - cpu_before.get(name, 0.0)
+
+    def stop(self) -> None:
+        stop_stack(self.proc)
+        self.tmp.cleanup()
+
+    def result(self) -> dict:
+        booked = sum(self.outcomes.values())
+        return {
+            "mode": self.name,
+            "confirmed": self.outcomes[201],
+            "outcomes": dict(self.outcomes),
+            "per_s": self.outcomes[201] / self.wall_s,
+            "wall_s": self.wall_s,
+            # CPU milliseconds each process spent per booking (tokenization included, it is small)
+            "cpu_ms": {k: v * 1000 / booked for k, v in self.cpu_s.items()},
+            "p50": percentile(self.latencies, 50) * 1000,
+            "p95": percentile(self.latencies, 95) * 1000,
+            "p99": percentile(self.latencies, 99) * 1000,
+        }
+
+
+def run_modes(envs: dict[str, tuple[str, dict[str, str]]]) -> dict[str, dict]:
+    """Start every mode's stack, then book in rounds that take turns between the modes: a machine
+    that slows down for a while (it is shared) slows every mode, not the one that ran then."""
+    modes = []
+    try:
+        for key in args.modes:
+            modes.append(Mode(key, *envs[key]))
+        for mode in modes:
+            mode.drive(args.warmup, measured=False)
+        per_round = [args.bookings // args.rounds + (i < args.bookings % args.rounds) for i in range(args.rounds)]
+        for bookings in per_round:
+            for mode in modes:
+                mode.drive(bookings)
+        return {mode.key: mode.result() for mode in modes}
+    finally:
+        for mode in modes:
+            mode.stop()
 
 
 def main() -> None:
@@ -234,12 +277,12 @@ def main() -> None:
         "store": ("tracing to the local store", {}),
         "off": ("tracing off", {"OTEL_SDK_DISABLED": "true"}),
     }
-    results = {key: run_mode(*envs[key]) for key in args.modes}
+    results = run_modes(envs)
     sink.shutdown()
     modes = tuple(results.values())
     print(
-        f"\n{args.bookings} bookings over distinct rooms, concurrency {args.concurrency}, "
-        f"{os.cpu_count()} CPUs, SQLite\n"
+        f"\n{args.bookings} bookings per mode over distinct rooms, concurrency {args.concurrency}, "
+        f"{args.rounds} rounds taking turns between the modes, {os.cpu_count()} CPUs, SQLite\n"
     )
     print(f"{'mode':28} {'confirmed':>9} {'bookings/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for r in modes:
@@ -270,6 +313,7 @@ if __name__ == "__main__":
     parser.add_argument("--bookings", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per mode, taking turns between modes")
     parser.add_argument("--properties", type=int, default=150)
     parser.add_argument(
         "--modes",
@@ -280,6 +324,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if not set(args.modes) <= {"on", "store", "off"}:
         parser.error("--modes takes on, store and off")
+    if not 1 <= args.rounds <= args.bookings:
+        parser.error("--rounds must be between 1 and --bookings")
     if (args.bookings + args.warmup) > args.properties * ROOMS_PER_PROPERTY:
         parser.error("more bookings than rooms: raise --properties")
     main()
