@@ -28,4 +28,4 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessStack]:
 
 @pytest.fixture(scope="module")
 def client(stack: InProcessStack) -> Client:
-    return Client(stack.url("booking-service"), stack.url("payment-gateway"))
+    return Client.for_stack(stack)

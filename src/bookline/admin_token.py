@@ -9,10 +9,10 @@ without being told. The token itself is never printed, logged, traced or echoed 
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
+from bookline.auth.files import write_secret
 from bookline.config import Settings
 
 TOKEN_BYTES = 32
@@ -41,17 +41,6 @@ def ensure_admin_token(settings: Settings) -> str:
     if found is not None:
         return found
     path = settings.admin_token_path
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    # written beside the target and renamed: a reader never sees half a token, and the mode is set
-    # before any byte of the secret is on disk
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_secret(path, (token + "\n").encode())
     return token

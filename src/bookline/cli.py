@@ -8,6 +8,7 @@ Heavy modules (uvicorn, the OpenTelemetry SDK, the services) are imported inside
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from datetime import date, timedelta
@@ -45,6 +46,57 @@ DataDirOption = Annotated[
 # the gateway's test card that is always approved; tokenized at the gateway, never seen by Bookline
 DEMO_CARD = {"number": "4242424242424242", "exp_month": 12, "cvc": "123"}
 DEMO_CITY = "Lisbon"
+DEMO_USER = "demo-user"
+
+
+@app.callback()
+def _private_files() -> None:
+    """Every file a command creates (databases, keys, mail) is its owner's alone (0600)."""
+    os.umask(0o077)
+
+
+def _parse_ttl(text: str) -> float:
+    """``90s``, ``15m``, ``1h``, ``2d`` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 15m, 1h or 2d") from None
+    if not 1 <= seconds <= 30 * 86400:
+        raise typer.BadParameter("a token lives between 1 s and 30 days")
+    return seconds
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option("--user", help="the customer id (the token's sub)")],
+    admin: Annotated[bool, typer.Option("--admin", help="add the admin scope: read and cancel any booking")] = False,
+    ttl: Annotated[str, typer.Option(help="lifetime: 90s, 15m, 1h, 2d")] = "1h",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print a customer token of the local issuer (the key `bookline up` keeps in DATA_DIR/keys)."""
+    from bookline.auth.customers import mint_customer_token
+    from bookline.auth.keys import MissingKeyError
+
+    settings = _settings(data_dir)
+    try:
+        print(mint_customer_token(settings, user, admin=admin, ttl_s=_parse_ttl(ttl)))
+    except ValueError as exc:
+        raise _fail(str(exc), code=2) from None
+    except MissingKeyError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def keys(data_dir: DataDirOption = None) -> None:
+    """Create the keys every service needs (what `bookline up` does first); existing keys are kept."""
+    from bookline.auth.files import private_dir
+    from bookline.auth.provision import provision_keys
+
+    settings = _settings(data_dir)
+    private_dir(settings.data_dir)
+    console.print(f"keys in {provision_keys(settings).path}")
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -67,7 +119,6 @@ def up(
     from bookline.runner import run_stack
 
     settings = _settings(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     raise typer.Exit(run_stack(settings, console=console, ready_timeout=ready_timeout))
 
 
@@ -95,10 +146,11 @@ def seed_command(
     seed: Annotated[int, typer.Option(help="random seed: the same seed gives the same inventory")] = 1,
 ) -> None:
     """Create the demo inventory (properties, rooms, rate plans); safe to run again."""
+    from bookline.auth.files import private_dir
     from bookline.seed import seed_inventory
 
     settings = _settings(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     started = time.perf_counter()
     counts = asyncio.run(
         seed_inventory(settings, properties=properties, rooms_per_property=rooms_per_property, seed=seed)
@@ -130,9 +182,21 @@ def demo(
     gateway_url: Annotated[
         str | None, typer.Option(help="payment-gateway base URL", show_default="from the settings")
     ] = None,
+    customer_token: Annotated[
+        str | None,
+        typer.Option("--token", help="a customer token; default: one of the local issuer for demo-user"),
+    ] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Book a two-night stay 30 days from today on a running stack, and show the booking."""
-    settings = Settings()
+    """Book a two-night stay 30 days from today on a running stack, as customer demo-user, and show the booking."""
+    from bookline.auth.customers import mint_customer_token
+    from bookline.auth.keys import MissingKeyError
+
+    settings = _settings(data_dir)
+    try:
+        bearer = customer_token or mint_customer_token(settings, DEMO_USER, ttl_s=600)
+    except MissingKeyError as exc:
+        raise _fail(f"{exc}; or pass --token") from None
     booking = (booking_url or settings.url_of("booking")).rstrip("/")
     gateway = (gateway_url or settings.url_of("gateway")).rstrip("/")
     check_in = date.today() + timedelta(days=30)
@@ -145,7 +209,6 @@ def demo(
         property_id = _find_available_property(http, booking, check_in, check_out)
         console.print(f"booking {property_id}, {check_in} -> {check_out}, 2 guests")
         body = {
-            "user_id": "demo-user",
             "source": "api",
             "property_id": property_id,
             "check_in": check_in.isoformat(),
@@ -154,7 +217,7 @@ def demo(
             "payment": {"method": "card", "token": card["token"], "card_last_four": card["last4"]},
         }
         result = _call(http, "POST", f"{booking}/bookings", json=body,
-                       headers={"Idempotency-Key": str(uuid.uuid4())})
+                       headers={"Idempotency-Key": str(uuid.uuid4()), "Authorization": f"Bearer {bearer}"})
 
     table = Table(title="booking", show_header=False)
     for key in ("booking_id", "confirmation_code", "status", "room_id", "trace_id"):

@@ -137,6 +137,37 @@ class Settings(BaseSettings):
         default=120.0, gt=0, description="a payment step left started longer than this is an audit violation"
     )
 
+    # customers: bearer JWTs (docs: README, "Customers and tokens")
+    jwt_issuer: str | None = Field(
+        default=None,
+        description="iss of customer tokens; unset means the local issuer whose key bookline up keeps in DATA_DIR/keys",
+    )
+    jwt_audience: str = Field(default="bookline", description="aud every customer token must name")
+    jwt_jwks_url: str | None = Field(
+        default=None, description="the identity provider's JWKS (OpenID Connect jwks_uri); needs jwt_issuer"
+    )
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300, description="clock skew tolerated on exp and nbf")
+    keys_dir: Path | None = Field(
+        default=None, description="the service and issuer keys; unset means DATA_DIR/keys (bookline up provisions them)"
+    )
+    service_token_ttl_s: float = Field(default=300.0, ge=10, le=3600, description="lifetime of a service credential")
+    telemetry_host: str = Field(
+        default="127.0.0.1", description="address of the telemetry store; off loopback its API needs the admin token"
+    )
+    telemetry_ingest_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token an OTLP sender other than a Bookline service (a Collector) presents to the store",
+    )
+
+    # rate limits (the limits library: in memory, or Redis when redis_url is set)
+    redis_url: str | None = Field(default=None, description="redis://host:port/db for rate limits shared by replicas")
+    rate_limit_bookings_per_customer: str = Field(default="30/minute", description="POST /bookings per token sub")
+    # high enough for a load test from one machine, low enough to stop a flood from one address
+    rate_limit_bookings_per_address: str = Field(default="6000/minute", description="POST /bookings per client address")
+    rate_limit_failed_auth_per_address: str = Field(
+        default="60/minute", description="401s per client address; past it every credential from there answers 429"
+    )
+
     # test-only switches: each turns one guard off so a control test can prove the guard matters
     unsafe_disable_room_night_guard: bool = False
     unsafe_disable_idempotency: bool = False
@@ -151,7 +182,8 @@ class Settings(BaseSettings):
     def url_of(self, service: str) -> str:
         key = SERVICE_BY_NAME[service].key
         explicit = getattr(self, f"{key}_url")
-        return explicit.rstrip("/") if explicit else f"http://{self.host}:{self.port_of(service)}"
+        host = self.telemetry_host if key == TELEMETRY_STORE.key else self.host
+        return explicit.rstrip("/") if explicit else f"http://{host}:{self.port_of(service)}"
 
     def database_url_of(self, service: str) -> str:
         """The SQLAlchemy URL of a service's own database."""
@@ -182,6 +214,11 @@ class Settings(BaseSettings):
     def admin_token_path(self) -> Path:
         """Where ``bookline up`` keeps the admin token it generated (mode 0600)."""
         return self.data_dir / "admin.token"
+
+    @property
+    def key_dir(self) -> Path:
+        """Where the service keys, the local issuer's key and the ingest token live."""
+        return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
 
     @property
     def telemetry_db_path(self) -> Path:

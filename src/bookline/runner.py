@@ -32,6 +32,8 @@ from rich.console import Console
 from rich.text import Text
 
 from bookline.admin_token import ensure_admin_token
+from bookline.auth.files import private_dir
+from bookline.auth.provision import provision_keys
 from bookline.config import SERVICES, TELEMETRY_STORE, Settings
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_magenta", "bright_cyan")
@@ -60,7 +62,9 @@ def service_children(settings: Settings) -> list[ChildSpec]:
     local telemetry store with every service exporting to it, unless the user chose an OTLP endpoint
     (then telemetry goes there) or turned telemetry off (then no store is started)."""
     env = dict(os.environ)
-    env["BOOKLINE_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    env["BOOKLINE_DATA_DIR"] = str(private_dir(Path(settings.data_dir)).resolve())
+    # every service's key pair, the local token issuer's and the store's ingest token: no step for the user
+    provision_keys(settings)
     # every service answers its /admin endpoints with the same token, which `bookline audit` finds
     env["BOOKLINE_ADMIN_TOKEN"] = ensure_admin_token(settings)
     specs = list(SERVICES)
@@ -74,7 +78,7 @@ def service_children(settings: Settings) -> list[ChildSpec]:
             name=spec.name,
             command=[sys.executable, "-m", "bookline", "serve", spec.name],
             port=settings.port_of(spec.name),
-            host=settings.host,
+            host=settings.telemetry_host if spec is TELEMETRY_STORE else settings.host,
             env=env,
         )
         for spec in specs

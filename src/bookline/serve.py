@@ -8,6 +8,7 @@ by its dotted path only when asked for, so one broken or missing service never s
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,7 @@ def serve(service_name: str, settings: Settings) -> None:
     from bookline.telemetry import setup_telemetry
 
     service = resolve_service(service_name)
+    os.umask(0o077)  # the databases, the queue and the mail this process creates are its owner's alone
     build_app = app_factory(service)  # before telemetry: an import error should be the first thing said
     # the store keeps its own telemetry to itself: the endpoint it would export to is usually the
     # store, where every export would be traced and exported again (a feedback loop)
@@ -61,7 +63,8 @@ def serve(service_name: str, settings: Settings) -> None:
         app = build_app(settings, telemetry)
         config = uvicorn.Config(
             app,
-            host=settings.host,
+            # the telemetry store binds loopback unless told otherwise (its reads are open there)
+            host=settings.telemetry_host if service is TELEMETRY_STORE else settings.host,
             port=settings.port_of(service.name),
             log_config=None,  # keep the JSON logging set up by telemetry
             access_log=False,  # the server spans already record every request

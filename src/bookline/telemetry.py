@@ -307,6 +307,31 @@ def build_resource(service_name: str, settings: Settings) -> Resource:
     return _HashedOnceResource(merged.attributes, merged.schema_url)
 
 
+def _export_session(service_name: str, settings: Settings) -> Any:
+    """The HTTP session of an OTLP exporter: it presents the service's credential (a short-lived JWT
+    for the telemetry store, renewed as it ages), so the store knows which service sends. A process
+    without a service key (a tool, a test) sends none; ``OTEL_EXPORTER_OTLP_HEADERS`` still applies."""
+    import requests
+
+    from bookline.auth.keys import MissingKeyError
+    from bookline.auth.services import CALLERS, TELEMETRY_AUDIENCE, ServiceCredentials
+
+    session = requests.Session()
+    if service_name not in CALLERS:
+        return session
+    try:
+        credentials = ServiceCredentials.of(service_name, settings)
+    except MissingKeyError:
+        return session
+
+    def present(request: Any) -> Any:
+        request.headers["Authorization"] = f"Bearer {credentials.token_for(TELEMETRY_AUDIENCE)}"
+        return request
+
+    session.auth = present
+    return session
+
+
 def setup_telemetry(
     service_name: str,
     settings: Settings,
@@ -341,11 +366,15 @@ def setup_telemetry(
             OTLPSpanExporter,
         )
 
-        tracer_provider.add_span_processor(BatchSpanProcessor(wrap(OTLPSpanExporter())))
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(wrap(OTLPSpanExporter(session=_export_session(service_name, settings))))
+        )
         interval = int(settings.otel.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval))
+        metric_exporter = OTLPMetricExporter(session=_export_session(service_name, settings))
+        readers.append(PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval))
         logger_provider = LoggerProvider(resource=resource)
-        logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+        log_exporter = OTLPLogExporter(session=_export_session(service_name, settings))
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
 
     telemetry = ServiceTelemetry(service_name, tracer_provider, meter_provider, logger_provider)

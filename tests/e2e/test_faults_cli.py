@@ -95,7 +95,7 @@ def test_a_crash_point_under_bookline_up_is_restarted_settled_and_visible_in_the
     data_dir = tmp_path / "var"
     env = {"BOOKLINE_SAGA_STALE_AFTER_S": "1", "BOOKLINE_SAGA_RECOVERY_INTERVAL_S": "0.2"}
     with bookline_up(data_dir, env=env) as up:
-        client = Client(up.url("booking-service"), up.url("payment-gateway"))
+        client = Client.for_stack(up)
         assert faults("set", "crash.after_authorize=1.0", data_dir=data_dir).returncode == 0
         body, key = client.body(), str(uuid.uuid4())
         with pytest.raises(httpx.TransportError):  # the process died mid-request

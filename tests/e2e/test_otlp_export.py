@@ -82,7 +82,7 @@ async def _book_and_collect(tmp_path: Path) -> tuple[Receiver, dict]:
         })
         try:
             await asyncio.to_thread(stack.start_all)
-            client = Client(settings.url_of("booking-service"), settings.url_of("payment-gateway"))
+            client = Client.for_stack(stack)
             response = await asyncio.to_thread(client.book, await asyncio.to_thread(client.body))
             assert response.status_code == 201, response.text
             created = response.json()

@@ -63,7 +63,7 @@ def test_bookings_through_bookline_up_are_whole_traces_in_the_store(tmp_path: Pa
     policy.write_text(yaml.safe_dump(KEEP_EVERYTHING))
     with bookline_up(tmp_path / "var", env={"BOOKLINE_SAMPLING_POLICY_FILE": str(policy)}) as up:
         store = up.url("telemetry")
-        client = Client(up.url("booking-service"), up.url("payment-gateway"))
+        client = Client.for_stack(up)
         confirmed = client.book(client.body(user_id="guest-ok"))
         declined = client.book(client.body(card=DECLINE, user_id="guest-declined"))
         raced = asyncio.run(race_for_one_room(client, 8))
@@ -211,7 +211,7 @@ def test_the_default_tail_sampling_keeps_every_failing_trace_and_a_tenth_of_the_
         rooms_per_property=per_property,
     ) as up:
         store = up.url("telemetry")
-        client = Client(up.url("booking-service"), up.url("payment-gateway"))
+        client = Client.for_stack(up)
         rooms = [(f"prop-{p:05d}", f"prop-{p:05d}-r{r:03d}") for p in range(1, properties + 1)
                  for r in range(1, per_property + 1)]  # fmt: skip
         good = [client.tokenize()["token"] for _ in range(SUCCESSFUL)]

@@ -25,7 +25,7 @@ def test_a_booking_service_that_crashed_after_confirming_is_restarted_and_comple
         "OTEL_SDK_DISABLED": "true",
     }
     with bookline_up(tmp_path / "var", env=env) as up:
-        client = Client(up.url("booking-service"), up.url("payment-gateway"))
+        client = Client.for_stack(up)
         body, key = client.body(), str(uuid.uuid4())
         with pytest.raises(httpx.HTTPError):
             client.book(body, key=key)

@@ -155,7 +155,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         store.start("telemetry")
         store.wait_ready(["telemetry"])
         services.start_all()
-        client = Client(settings.url_of("booking-service"), settings.url_of("payment-gateway"))
+        client = Client.for_stack(services)
         confirmed = client.book(client.body(source="web"))
         assert confirmed.status_code == 201, confirmed.text
         declined = client.book(client.body(card=DECLINE, source="mobile"))

@@ -55,11 +55,11 @@ def admin_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessS
 @pytest.fixture(scope="module")
 def made(admin_stack: InProcessStack) -> dict[str, Any]:
     """A confirmed booking, a declined one and a cancelled one; their notifications delivered."""
-    client = Client(admin_stack.url("booking-service"), admin_stack.url("payment-gateway"))
+    client = Client.for_stack(admin_stack)
     confirmed = client.book(client.body(user_id="guest-ok")).json()
     declined = client.book(client.body(card=DECLINE, user_id="guest-declined")).json()["error"]
     cancelled = client.book(client.body(user_id="guest-cancel")).json()
-    client.http.post(f"{client.booking_url}/bookings/{cancelled['booking_id']}/cancel").raise_for_status()
+    client.cancel(cancelled['booking_id']).raise_for_status()
     wanted = {(confirmed["booking_id"], "confirmed"), (cancelled["booking_id"], "confirmed"),
               (cancelled["booking_id"], "cancelled")}  # fmt: skip
     deadline = time.monotonic() + 20

@@ -26,7 +26,7 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def pg_client(pg_stack) -> Client:
-    return Client(pg_stack.url("booking-service"), pg_stack.url("payment-gateway"))
+    return Client.for_stack(pg_stack)
 
 
 def test_confirmed_then_cancelled_booking_balances_on_postgres(pg_client: Client):
@@ -37,7 +37,7 @@ def test_confirmed_then_cancelled_booking_balances_on_postgres(pg_client: Client
     assert pg_client.book(body, key).json() == created.json()
     booking = created.json()
     assert pg_client.ledger(booking["reservation_id"])["captured_minor"] == booking["total_minor"]
-    cancelled = pg_client.http.post(f"{pg_client.booking_url}/bookings/{booking['booking_id']}/cancel")
+    cancelled = pg_client.cancel(booking['booking_id'])
     assert cancelled.json()["status"] == "cancelled"
     ledger = pg_client.ledger(booking["reservation_id"])
     assert ledger["captured_minor"] - ledger["refunded_minor"] == 0

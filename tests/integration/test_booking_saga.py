@@ -181,7 +181,7 @@ def test_cancel_after_confirm_refunds_frees_the_nights_and_mails(stack, client: 
     stay = fresh_stay()
     body = client.body(stay=stay, property_id="prop-00002", room_id="prop-00002-r001", guests=1)
     created = client.book(body).json()
-    response = client.http.post(f"{client.booking_url}/bookings/{created['booking_id']}/cancel")
+    response = client.cancel(created['booking_id'])
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
     assert response.json()["payment"]["status"] == "refunded"
@@ -191,13 +191,13 @@ def test_cancel_after_confirm_refunds_frees_the_nights_and_mails(stack, client: 
     assert again.status_code == 201, again.text
     wait_for((stack.settings.mail_dir / f"{created['booking_id']}-cancelled.eml").exists)
     # cancelling twice changes nothing
-    assert client.http.post(f"{client.booking_url}/bookings/{created['booking_id']}/cancel").status_code == 200
+    assert client.cancel(created['booking_id']).status_code == 200
     assert client.ledger(created["reservation_id"])["refunded_minor"] == created["total_minor"]
 
 
 def test_a_failed_booking_cannot_be_cancelled(client: Client):
     failed = client.book(client.body(card=DECLINE)).json()["error"]
-    response = client.http.post(f"{client.booking_url}/bookings/{failed['booking_id']}/cancel")
+    response = client.cancel(failed['booking_id'])
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "not_cancellable"
 

@@ -31,7 +31,7 @@ async def _storm(booking_url: str, bodies: list[dict]) -> list[httpx.Response]:
 
 
 def storm_one_room(stack) -> list[httpx.Response]:
-    client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
+    client = Client.for_stack(stack)
     stay = fresh_stay(1)
     bodies = [client.body(stay=stay, room_id=ROOM, guests=1, user_id=f"user-{i}") for i in range(CONCURRENT)]
     return asyncio.run(_storm(client.booking_url, bodies))

@@ -36,7 +36,7 @@ def crash_mid_booking(stack: ProcessStack, point: str) -> tuple[Client, dict, st
         stack.start(spec)
     stack.start("booking-service", BOOKLINE_CRASH_AT=point)
     stack.wait_ready([s for s in stack.procs])
-    client = Client(stack.settings.url_of("booking-service"), stack.settings.url_of("payment-gateway"))
+    client = Client.for_stack(stack)
     body, key = client.body(), str(uuid.uuid4())
     with pytest.raises(httpx.TransportError):
         client.book(body, key)
@@ -105,7 +105,7 @@ def test_a_compensation_that_failed_is_retried_until_it_succeeds(tmp_path: Path)
 
     stack = start_stack(tmp_path, gateway_latency_ms=1500.0, payment_timeout_s=5.0, saga_stale_after_s=0.5)
     try:
-        client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
+        client = Client.for_stack(stack)
         body = client.body(card="4000000000000002")
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(client.book, body)

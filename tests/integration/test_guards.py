@@ -25,7 +25,7 @@ def slow_stack(tmp_path: Path):
 
 
 def client_of(stack) -> Client:
-    return Client(stack.url("booking-service"), stack.url("payment-gateway"))
+    return Client.for_stack(stack)
 
 
 def test_hold_expired_before_confirm_voids_the_authorization_and_answers_409(slow_stack):

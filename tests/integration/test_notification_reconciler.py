@@ -40,7 +40,7 @@ def delivery_check(data_dir, event_id: str) -> str | None:
 
 def test_a_lost_booking_event_is_sent_again_and_the_guest_gets_one_email(stack):
     data_dir = stack.settings.data_dir
-    client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
+    client = Client.for_stack(stack)
     stack.stop_service("notification-service")
     created = client.book(client.body()).json()
     booking_id, reservation_id = created["booking_id"], created["reservation_id"]
@@ -75,7 +75,7 @@ def test_a_lost_booking_event_is_sent_again_and_the_guest_gets_one_email(stack):
 
 def test_delivered_events_are_marked_delivered_without_a_trace(stack):
     data_dir = stack.settings.data_dir
-    client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
+    client = Client.for_stack(stack)
     created = client.book(client.body()).json()
     event_id = wait_for(lambda: published_event(data_dir, created["reservation_id"]))
     wait_for(lambda: delivery_check(data_dir, event_id) == "delivered")

@@ -28,7 +28,7 @@ def slow_gateway(tmp_path_factory):
 
 
 def test_an_authorization_that_lands_after_the_rollback_is_voided_by_the_reconciler(slow_gateway):
-    client = Client(slow_gateway.url("booking-service"), slow_gateway.url("payment-gateway"))
+    client = Client.for_stack(slow_gateway)
     response = client.book(client.body())
     assert response.status_code == 504, response.text
     error = response.json()["error"]
@@ -58,7 +58,7 @@ def test_an_authorization_that_lands_after_the_rollback_is_voided_by_the_reconci
 
 
 def test_a_failed_booking_without_money_left_is_only_marked_checked(slow_gateway):
-    client = Client(slow_gateway.url("booking-service"), slow_gateway.url("payment-gateway"))
+    client = Client.for_stack(slow_gateway)
     # the late answer is a decline: nothing is held on the card, so there is nothing to repair
     response = client.book(client.body(card="4000000000000002"))
     assert response.status_code == 504, response.text

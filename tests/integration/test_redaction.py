@@ -20,7 +20,7 @@ SPACED = "4000 0000 0000 0002"
 
 
 def send_card_numbers_everywhere(stack) -> list[httpx.Response]:
-    client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
+    client = Client.for_stack(stack)
     body = client.body(stay=fresh_stay())
     responses = []
     for field in ("user_id", "property_id", "room_id"):

@@ -26,9 +26,9 @@ TYPES = {"string": str, "int": int, "double": (float, int), "boolean": bool}
 def traffic(tmp_path_factory: pytest.TempPathFactory):
     """Every kind of booking, once: the spans and metrics they leave behind."""
     stack = start_stack(tmp_path_factory.mktemp("contract"))
-    client = Client(stack.url("booking-service"), stack.url("payment-gateway"))
+    client = Client.for_stack(stack)
     created = client.book(client.body()).json()
-    client.http.post(f"{client.booking_url}/bookings/{created['booking_id']}/cancel")
+    client.cancel(created['booking_id'])
     for card in (DECLINE, GATEWAY_500, SLOW):
         client.book(client.body(card=card))
     client.book(client.body(property_id="prop-99999"))

@@ -11,11 +11,17 @@ from typing import Any
 
 import httpx
 
+from bookline.auth.customers import mint_customer_token
+from bookline.auth.services import ServiceCredentials
+from bookline.config import Settings
+
 APPROVE = "4242424242424242"
 DECLINE = "4000000000000002"
 INSUFFICIENT = "4000000000009995"
 GATEWAY_500 = "4000000000000119"
 SLOW = "4000000000000341"
+
+DEFAULT_USER = "user-1"
 
 _offsets = itertools.count(5)
 
@@ -27,10 +33,29 @@ def fresh_stay(nights: int = 2) -> tuple[date, date]:
 
 
 class Client:
-    def __init__(self, booking_url: str, gateway_url: str) -> None:
+    """A customer's client: tokenizes cards at the gateway, books with a token of the stack's local
+    issuer (one per user id, minted on first use)."""
+
+    def __init__(self, booking_url: str, gateway_url: str, key_dir: Path) -> None:
         self.booking_url = booking_url
         self.gateway_url = gateway_url
+        self.key_dir = key_dir
         self.http = httpx.Client(timeout=30)
+        self._tokens: dict[tuple[str, bool], str] = {}
+
+    @classmethod
+    def for_stack(cls, stack: Any) -> Client:
+        """The client of a running stack (in-process, processes or ``bookline up``)."""
+        return cls(stack.url("booking-service"), stack.url("payment-gateway"), stack.key_dir)
+
+    def token(self, user: str = DEFAULT_USER, *, admin: bool = False) -> str:
+        if (user, admin) not in self._tokens:
+            settings = Settings(keys_dir=self.key_dir)
+            self._tokens[user, admin] = mint_customer_token(settings, user, admin=admin)
+        return self._tokens[user, admin]
+
+    def auth(self, user: str = DEFAULT_USER, *, admin: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user, admin=admin)}"}
 
     def tokenize(self, number: str = APPROVE) -> dict:
         r = self.http.post(
@@ -48,13 +73,11 @@ class Client:
         guests: int = 2,
         room_id: str | None = None,
         card: str = APPROVE,
-        user_id: str = "user-1",
         source: str = "web",
     ) -> dict[str, Any]:
         check_in, check_out = stay or fresh_stay()
         token = self.tokenize(card)
         body: dict[str, Any] = {
-            "user_id": user_id,
             "source": source,
             "property_id": property_id,
             "check_in": check_in.isoformat(),
@@ -66,16 +89,27 @@ class Client:
             body["room_id"] = room_id
         return body
 
-    def book(self, body: dict, key: str | None = None) -> httpx.Response:
-        return self.http.post(
-            f"{self.booking_url}/bookings", json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())}
-        )
+    def book(self, body: dict, key: str | None = None, *, user: str = DEFAULT_USER) -> httpx.Response:
+        headers = {"Idempotency-Key": key or str(uuid.uuid4()), **self.auth(user)}
+        return self.http.post(f"{self.booking_url}/bookings", json=body, headers=headers)
 
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return self.http.get(f"{self.booking_url}{path}", params=params)
+    def get(self, path: str, *, user: str = DEFAULT_USER, admin: bool = False, **params: Any) -> httpx.Response:
+        return self.http.get(f"{self.booking_url}{path}", params=params, headers=self.auth(user, admin=admin))
+
+    def post(self, path: str, *, user: str = DEFAULT_USER, admin: bool = False, **kwargs: Any) -> httpx.Response:
+        return self.http.post(f"{self.booking_url}{path}", headers=self.auth(user, admin=admin), **kwargs)
+
+    def cancel(self, booking_id: str, *, user: str = DEFAULT_USER) -> httpx.Response:
+        return self.post(f"/bookings/{booking_id}/cancel", user=user)
 
     def ledger(self, reservation_id: str) -> dict:
-        r = self.http.get(f"{self.gateway_url}/v1/ledger", params={"reservation_id": reservation_id})
+        """The gateway's ledger of a reservation, read as booking-service (the only service allowed)."""
+        credentials = ServiceCredentials.of("booking-service", Settings(keys_dir=self.key_dir))
+        r = self.http.get(
+            f"{self.gateway_url}/v1/ledger",
+            params={"reservation_id": reservation_id},
+            headers=credentials.headers_for("payment-gateway"),
+        )
         r.raise_for_status()
         return r.json()
 
@@ -94,3 +128,8 @@ def table_counts(data_dir: Path) -> dict[str, int]:
         finally:
             conn.close()
     return counts
+
+
+def as_service(key_dir: Path, caller: str, target: str) -> dict[str, str]:
+    """The Authorization header ``caller`` presents to ``target`` (a test standing in for a service)."""
+    return ServiceCredentials.of(caller, Settings(keys_dir=key_dir)).headers_for(target)

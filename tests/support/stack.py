@@ -26,6 +26,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 
+from bookline.auth.provision import provision_keys
 from bookline.config import SERVICES, Settings
 from bookline.serve import app_factory, resolve_service
 from bookline.telemetry import ServiceTelemetry, setup_telemetry
@@ -37,6 +38,10 @@ FAST = {
     "gateway_slow_response_s": 1.2,
     "saga_recovery_interval_s": 0.2,
     "saga_stale_after_s": 30.0,
+    # many tests share one stack, one address and one customer: the limits have tests of their own
+    "rate_limit_bookings_per_customer": "100000/minute",
+    "rate_limit_bookings_per_address": "100000/minute",
+    "rate_limit_failed_auth_per_address": "100000/minute",
 }
 
 
@@ -75,7 +80,12 @@ class InProcessStack:
     def url(self, service: str) -> str:
         return self.settings.url_of(service)
 
+    @property
+    def key_dir(self) -> Path:
+        return self.settings.key_dir
+
     def start(self) -> InProcessStack:
+        provision_keys(self.settings)
         self._thread.start()
         for name in self.names:
             reader = InMemoryMetricReader()
@@ -170,6 +180,14 @@ class ProcessStack:
         self.settings = settings
         self.env = env or {}
         self.procs: dict[str, subprocess.Popen] = {}
+        provision_keys(settings)
+
+    def url(self, service: str) -> str:
+        return self.settings.url_of(service)
+
+    @property
+    def key_dir(self) -> Path:
+        return self.settings.key_dir
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOKLINE_", "OTEL_"))}

@@ -27,10 +27,15 @@ UP_TIMEOUT_S = 90.0
 class RunningUp:
     process: subprocess.Popen[str]
     urls: dict[str, str]
+    data_dir: Path
     lines: list[str] = field(default_factory=list)
 
     def url(self, name: str) -> str:
         return self.urls[name]
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "keys"
 
     def output(self) -> str:
         return "".join(self.lines)
@@ -80,7 +85,7 @@ def bookline_up(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = RunningUp(process, {s.name: f"http://127.0.0.1:{ports[s.key]}" for s in specs})
+    running = RunningUp(process, {s.name: f"http://127.0.0.1:{ports[s.key]}" for s in specs}, data_dir)
     threading.Thread(target=lambda: running.lines.extend(process.stdout or ()), daemon=True).start()
     try:
         deadline = time.monotonic() + UP_TIMEOUT_S

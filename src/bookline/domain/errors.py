@@ -9,6 +9,8 @@ from typing import Any
 class BooklineError(Exception):
     status = 400
     code = "bad_request"
+    # HTTP headers the answer carries (WWW-Authenticate of a 401, Retry-After of a 429)
+    headers: dict[str, str] | None = None
 
     def __init__(self, code: str | None = None, message: str = "", **details: Any) -> None:
         self.code = code or self.code
@@ -76,3 +78,11 @@ class DependencyTimeout(DependencyFailed):
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
+
+
+class RateLimited(BooklineError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message=message, retry_after_s=retry_after_s)
+        self.headers = {"Retry-After": str(retry_after_s)}

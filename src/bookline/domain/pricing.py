@@ -106,10 +106,7 @@ def price_stay(plan: RatePlan, stay: StayDates, guests: int) -> PricedStay:
         raise InvalidStay(message="check_out must be after check_in")
     if guests < 1:
         raise InvalidRequest(message="a stay needs at least one guest")
-    nights = [
-        price_night(plan, night, guests=guests, stay_nights=stay.nights)
-        for night in stay.each_night()
-    ]
+    nights = [price_night(plan, night, guests=guests, stay_nights=stay.nights) for night in stay.each_night()]
     subtotal = Money(sum(n.amount_minor for n in nights), plan.currency)
     taxes = subtotal.percent(plan.tax_bp)
     rules = {rule for n in nights for rule in n.rules}

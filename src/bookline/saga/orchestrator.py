@@ -298,6 +298,8 @@ class Orchestrator:
         with step_span(deps.tracer, "booking.restore_inventory") as span:
             span.set_attribute("booking.reservation_id", booking.reservation_id)
             await deps.confirmation.cancel(booking.reservation_id)
+            # only booking-service may give booked nights back, and only once the booking is cancelled
+            await deps.availability.restore_inventory(booking.reservation_id)
         await deps.store.finish(
             booking.booking_id, status=BookingStatus.CANCELLED, key=None, response=None,
             steps={"cancel": "done", "refund": "started"},
@@ -313,6 +315,24 @@ class Orchestrator:
         row = await self.deps.store.get(booking_id)
         step_status = await self.deps.store.steps(booking_id)
         return booking_view(row, step_status)
+
+
+def booking_summary(row: Any) -> dict:
+    """A booking as a customer's list shows it (``GET /bookings``)."""
+    return {
+        "booking_id": row.booking_id,
+        "status": row.status,
+        "confirmation_code": row.confirmation_code,
+        "property_id": row.property_id,
+        "room_id": row.room_id,
+        "check_in": row.check_in.isoformat(),
+        "check_out": row.check_out.isoformat(),
+        "guests": row.guests,
+        "total_minor": row.total_minor,
+        "currency": row.currency,
+        "created_at": row.created_at,
+        "trace_id": row.trace_parent.split("-")[1] if row.trace_parent else None,
+    }
 
 
 def booking_view(row: Any, step_status: dict[str, str]) -> dict:

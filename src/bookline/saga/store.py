@@ -60,6 +60,19 @@ UPDATE_BOOKING = update(bookings).where(bookings.c.booking_id == bindparam("book
 # the same, only while the booking's status is one of ``from_statuses``
 UPDATE_BOOKING_FROM = UPDATE_BOOKING.where(bookings.c.status.in_(bindparam("from_statuses", expanding=True)))
 _BOOKING_COLUMNS = frozenset(bookings.c.keys())
+# a customer's bookings, newest first, after a (created_at, booking_id) key
+SELECT_BOOKINGS_OF_USER = (
+    select(bookings)
+    .where(bookings.c.user_id == bindparam("user_id"))
+    .order_by(bookings.c.created_at.desc(), bookings.c.booking_id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+SELECT_BOOKINGS_OF_USER_AFTER = SELECT_BOOKINGS_OF_USER.where(
+    or_(
+        bookings.c.created_at < bindparam("after_created"),
+        and_(bookings.c.created_at == bindparam("after_created"), bookings.c.booking_id < bindparam("after_id")),
+    )
+)
 SELECT_STEPS = select(saga_steps.c.step, saga_steps.c.status).where(saga_steps.c.booking_id == bindparam("booking_id"))
 
 SELECT_STALE_PENDING = (
@@ -196,6 +209,19 @@ class SagaStore:
         if row is None:
             raise NotFound("booking_not_found", f"no booking {booking_id}")
         return row
+
+    async def bookings_of(
+        self, user_id: str, *, limit: int, after: tuple[float, str] | None = None
+    ) -> list[Row]:
+        """A customer's bookings, newest first; ``after`` is the (created_at, booking_id) of the last
+        one of the previous page."""
+        params: dict[str, Any] = {"user_id": user_id, "limit": limit}
+        query = SELECT_BOOKINGS_OF_USER
+        if after is not None:
+            query = SELECT_BOOKINGS_OF_USER_AFTER
+            params |= {"after_created": after[0], "after_id": after[1]}
+        async with self.db.read() as conn:
+            return list(await conn.execute(query, params))
 
     async def steps(self, booking_id: str) -> dict[str, str]:
         async with self.db.read() as conn:

@@ -5,24 +5,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import FastAPI, Query
+from fastapi import Depends, FastAPI, Query
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bookline.adapters.migrations import script_location
+from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
-from bookline.domain.errors import HoldExpired, InvalidRequest
+from bookline.domain import ids
+from bookline.domain.errors import Conflict, HoldExpired, InvalidRequest, NotFound
 from bookline.domain.stay import StayDates
 from bookline.faults import FaultFile, fire
 from bookline.services import availability
 from bookline.services.availability import handlers
 from bookline.services.availability.admin import add_admin_routes
 from bookline.services.availability.unsafe import drop_room_night_key
-from bookline.services.common.app import create_service_app, service_database
+from bookline.services.common.app import create_service_app, documented, service_database
+from bookline.services.common.auth import Auth
+from bookline.services.common.fields import (
+    PropertyId,
+    PropertyIdPath,
+    ReservationId,
+    ReservationIdPath,
+    RoomId,
+    StrictDate,
+)
 from bookline.services.common.periodic import Periodic
+from bookline.services.confirmation.client import ConfirmationClient
 from bookline.telemetry import ServiceTelemetry
 
 NAME = "availability-service"
@@ -31,19 +43,33 @@ MAX_EXPIRED_EVENTS = 50
 log = logging.getLogger(__name__)
 
 
+# a hold lives at least a second and at most a day (the fault file's hold.ttl_seconds has the same bound)
+MIN_HOLD_TTL_S = 1.0
+MAX_HOLD_TTL_S = 24 * 3600.0
+MAX_OFFSET = 100_000
+ERRORS = documented(401, 403, 404, 409, 429)
+
+
 class HoldCreate(BaseModel):
-    reservation_id: str = Field(min_length=1, max_length=40)
-    property_id: str = Field(min_length=1, max_length=40)
-    room_id: str = Field(min_length=1, max_length=60)
-    check_in: date
-    check_out: date
-    ttl_seconds: float = Field(gt=0, le=24 * 3600)
+    model_config = ConfigDict(extra="forbid")
+
+    reservation_id: ReservationId
+    property_id: PropertyId
+    room_id: RoomId
+    check_in: StrictDate
+    check_out: StrictDate
+    ttl_seconds: float = Field(ge=MIN_HOLD_TTL_S, le=MAX_HOLD_TTL_S, allow_inf_nan=False)
 
 
 def _stay(check_in: date, check_out: date) -> StayDates:
     if check_out <= check_in:
         raise InvalidRequest("invalid_stay", "check_out must be after check_in")
     return StayDates(check_in, check_out)
+
+
+def _bookable_stay(check_in: date, check_out: date, settings: Settings) -> StayDates:
+    """A hold follows the rules of a booking: not in the past, not too far ahead, not too long."""
+    return StayDates.parse(check_in, check_out, today=datetime.now(UTC).date(), max_nights=settings.max_stay_nights)
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
@@ -71,6 +97,14 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         return len(expired)
 
     sweeper = Periodic("hold-sweeper", settings.hold_sweep_interval_s, sweep_once)
+    auth = Auth(settings, NAME)
+    booking_only = [Depends(auth.services("booking-service"))]
+    confirmations = ConfirmationClient(
+        settings.url_of("confirmation-service"),
+        telemetry,
+        timeout=settings.http_timeout_s,
+        credentials=ServiceCredentials.of(NAME, settings),
+    )
 
     async def startup() -> None:
         if settings.unsafe_disable_room_night_guard:
@@ -80,6 +114,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     async def shutdown() -> None:
         await sweeper.stop()
+        await confirmations.aclose()
 
     app = create_service_app(
         title="Bookline availability-service",
@@ -91,25 +126,25 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         on_shutdown=[shutdown],
     )
 
-    @app.get("/properties")
+    @app.get("/properties", dependencies=booking_only, responses=ERRORS)
     async def list_properties(
-        city: str | None = None,
+        city: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict:
         return {"properties": await handlers.list_properties(db=db, city=city, limit=limit, offset=offset)}
 
-    @app.get("/properties/{property_id}")
-    async def get_property(property_id: str) -> dict:
+    @app.get("/properties/{property_id}", dependencies=booking_only, responses=ERRORS)
+    async def get_property(property_id: PropertyIdPath) -> dict:
         return await handlers.get_property(db=db, property_id=property_id)
 
-    @app.get("/availability")
+    @app.get("/availability", dependencies=booking_only, responses=ERRORS)
     async def search(
-        property_id: str,
-        check_in: date,
-        check_out: date,
+        property_id: Annotated[str, Query(pattern=ids.PROPERTY_ID, max_length=40)],
+        check_in: Annotated[StrictDate, Query()],
+        check_out: Annotated[StrictDate, Query()],
         guests: Annotated[int, Query(ge=1, le=50)],
-        room_id: str | None = None,
+        room_id: Annotated[str | None, Query(pattern=ids.ROOM_ID, max_length=60)] = None,
     ) -> dict:
         with tracer.start_as_current_span("availability.search") as span:
             span.set_attribute("booking.property_id", property_id)
@@ -122,7 +157,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
                 db=db, property_id=property_id, stay=_stay(check_in, check_out), guests=guests, room_id=room_id
             )
 
-    @app.post("/holds", status_code=201)
+    @app.post("/holds", status_code=201, dependencies=booking_only, responses=ERRORS)
     async def place_hold(body: HoldCreate) -> dict:
         with tracer.start_as_current_span("availability.place_hold") as span:
             span.set_attribute("booking.property_id", body.property_id)
@@ -131,16 +166,17 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
                 reservation_id=body.reservation_id,
                 property_id=body.property_id,
                 room_id=body.room_id,
-                stay=_stay(body.check_in, body.check_out),
+                stay=_bookable_stay(body.check_in, body.check_out, settings),
                 ttl_seconds=body.ttl_seconds,
             )
 
-    @app.get("/holds/{reservation_id}")
-    async def get_hold(reservation_id: str) -> dict:
+    @app.get("/holds/{reservation_id}", dependencies=booking_only, responses=ERRORS)
+    async def get_hold(reservation_id: ReservationIdPath) -> dict:
         return await handlers.get_hold(db=db, reservation_id=reservation_id)
 
-    @app.post("/holds/{reservation_id}/commit")
-    async def commit_hold(reservation_id: str) -> dict:
+    @app.post("/holds/{reservation_id}/commit", responses=ERRORS,
+              dependencies=[Depends(auth.services("confirmation-service"))])  # fmt: skip
+    async def commit_hold(reservation_id: ReservationIdPath) -> dict:
         with tracer.start_as_current_span("availability.commit_hold"):
             try:
                 return await handlers.commit_hold(db=db, reservation_id=reservation_id, guards=guards)
@@ -148,17 +184,35 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
                 holds_expired.add(1)
                 raise
 
-    @app.post("/holds/{reservation_id}/release")
-    async def release_hold(reservation_id: str) -> dict:
+    @app.post("/holds/{reservation_id}/release", dependencies=booking_only, responses=ERRORS)
+    async def release_hold(reservation_id: ReservationIdPath) -> dict:
+        """Give back the nights of a hold that was never committed (a committed hold is left alone)."""
         with tracer.start_as_current_span("availability.release_hold") as span:
             span.set_attribute("booking.reservation_id", reservation_id)
             return await handlers.release_hold(db=db, reservation_id=reservation_id)
 
-    @app.post("/holds/{reservation_id}/restore")
-    async def restore(reservation_id: str) -> dict:
+    @app.post("/holds/{reservation_id}/restore", dependencies=booking_only, responses=ERRORS)
+    async def restore(reservation_id: ReservationIdPath) -> dict:
+        """Give back the nights of a reservation: a hold, or booked nights whose booking is cancelled
+        (or was never created). The nights of a confirmed booking are refused (409 hold_committed)."""
         with tracer.start_as_current_span("availability.restore_inventory") as span:
             span.set_attribute("booking.reservation_id", reservation_id)
+            await refuse_while_confirmed(reservation_id)
             return await handlers.restore_inventory(db=db, reservation_id=reservation_id)
+
+    async def refuse_while_confirmed(reservation_id: str) -> None:
+        try:
+            hold = await handlers.get_hold(db=db, reservation_id=reservation_id)
+        except NotFound:
+            return
+        if hold["status"] != "committed":
+            return
+        # the booking's own record decides, whoever asks: confirmation-service holds it
+        booking = await confirmations.find(reservation_id)
+        if booking is not None and booking.get("status") == "confirmed":
+            raise Conflict(
+                "hold_committed", "the nights of a confirmed booking are given back only by its cancellation"
+            )
 
     add_admin_routes(app, settings, db)
     return app

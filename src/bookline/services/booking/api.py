@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
-import uuid
+import json
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Query
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from bookline.adapters.migrations import script_location
+from bookline.auth.customers import Customer
+from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
-from bookline.domain.errors import BooklineError
+from bookline.domain import ids
+from bookline.domain.errors import BooklineError, NotFound
 from bookline.domain.stay import StayDates
 from bookline.faults import FaultFile
 from bookline.saga.deps import SagaDeps
 from bookline.saga.instruments import BookingInstruments
-from bookline.saga.orchestrator import Orchestrator, request_hash
+from bookline.saga.orchestrator import Orchestrator, booking_summary, request_hash
 from bookline.saga.reconcile import PaymentReconciler
 from bookline.saga.recovery import Recovery
 from bookline.saga.steps import BookingRequest
@@ -25,23 +30,20 @@ from bookline.saga.store import SagaStore
 from bookline.services import booking
 from bookline.services.availability.client import AvailabilityClient
 from bookline.services.booking.admin import add_admin_routes
-from bookline.services.booking.schemas import BookingCreate, BookingCreated
-from bookline.services.common.app import create_service_app, service_database
+from bookline.services.booking.schemas import BookingCreate, BookingCreated, BookingList
+from bookline.services.common.app import create_service_app, documented, service_database
+from bookline.services.common.auth import Auth, client_address
+from bookline.services.common.fields import BookingIdPath, PropertyIdPath, StrictDate
 from bookline.services.confirmation.client import ConfirmationClient
 from bookline.services.gateway.client import GatewayClient
 from bookline.services.pricing.client import PricingClient
 from bookline.telemetry import ServiceTelemetry
 
 NAME = "booking-service"
-ERRORS = {
-    400: {"description": "Malformed JSON or a missing Idempotency-Key"},
-    402: {"description": "payment_declined, with decline_reason"},
-    404: {"description": "Unknown property, room or booking"},
-    409: {"description": "unavailable, lock_contention, hold_expired or idempotency_in_flight"},
-    422: {"description": "Validation error, or idempotency_key_reused with another body"},
-    502: {"description": "A dependency failed"},
-    504: {"description": "A dependency did not answer in time"},
-}
+ERRORS = documented(401, 402, 404, 409, 429, 502, 503, 504)
+READ_ERRORS = documented(401, 404, 429, 502, 503, 504)
+INVENTORY_ERRORS = documented(404, 502, 503, 504)
+MAX_OFFSET = 100_000
 
 
 def _today() -> date:
@@ -52,15 +54,48 @@ def _stay(check_in: date, check_out: date, settings: Settings) -> StayDates:
     return StayDates.parse(check_in, check_out, today=_today(), max_nights=settings.max_stay_nights)
 
 
+def _not_found(booking_id: str) -> NotFound:
+    # the same answer whether the booking does not exist or is someone else's: ids cannot be probed
+    return NotFound("booking_not_found", f"no booking {booking_id}")
+
+
+class InvalidCursor(BooklineError):
+    status, code = 400, "invalid_cursor"
+
+
+def _cursor(created_at: float, booking_id: str) -> str:
+    raw = json.dumps([created_at, booking_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> tuple[float, str] | None:
+    if cursor is None:
+        return None
+    try:
+        created_at, booking_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(created_at, (int, float)) and not isinstance(created_at, bool) and isinstance(booking_id, str):
+            return float(created_at), booking_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise InvalidCursor(message="the cursor is not one this endpoint gave out")
+
+
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     db = service_database(settings, NAME)
     timeout = settings.http_timeout_s
+    credentials = ServiceCredentials.of(NAME, settings)
+    auth = Auth(settings, NAME, customers=True)
+    as_customer = Depends(auth.customer)
+
+    def client(cls: type, service: str):  # noqa: ANN202 - one of the typed clients
+        return cls(settings.url_of(service), telemetry, timeout=timeout, credentials=credentials)
+
     deps = SagaDeps(
         store=SagaStore(db),
-        availability=AvailabilityClient(settings.url_of("availability-service"), telemetry, timeout=timeout),
-        pricing=PricingClient(settings.url_of("pricing-engine"), telemetry, timeout=timeout),
-        gateway=GatewayClient(settings.url_of("payment-gateway"), telemetry, timeout=timeout),
-        confirmation=ConfirmationClient(settings.url_of("confirmation-service"), telemetry, timeout=timeout),
+        availability=client(AvailabilityClient, "availability-service"),
+        pricing=client(PricingClient, "pricing-engine"),
+        gateway=client(GatewayClient, "payment-gateway"),
+        confirmation=client(ConfirmationClient, "confirmation-service"),
         tracer=telemetry.tracer,
         instruments=BookingInstruments(telemetry.meter),
         settings=settings,
@@ -78,8 +113,8 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     async def shutdown() -> None:
         await recovery.job.stop()
         await reconciler.job.stop()
-        for client in (deps.availability, deps.pricing, deps.gateway, deps.confirmation):
-            await client.aclose()
+        for service_client in (deps.availability, deps.pricing, deps.gateway, deps.confirmation):
+            await service_client.aclose()
 
     app = create_service_app(
         title="Bookline booking-service",
@@ -91,23 +126,24 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         on_shutdown=[shutdown],
     )
 
-    @app.get("/properties", tags=["inventory"])
+    @app.get("/properties", tags=["inventory"], responses=INVENTORY_ERRORS)
     async def list_properties(
-        city: str | None = None,
+        city: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict:
+        """Properties, by city if given (open to anyone, as a hotel's search page is)."""
         return {"properties": await deps.availability.list_properties(city=city, limit=limit, offset=offset)}
 
-    @app.get("/properties/{property_id}", tags=["inventory"])
-    async def get_property(property_id: str) -> dict:
+    @app.get("/properties/{property_id}", tags=["inventory"], responses=INVENTORY_ERRORS)
+    async def get_property(property_id: PropertyIdPath) -> dict:
         return await deps.availability.get_property(property_id)
 
-    @app.get("/availability", tags=["inventory"])
+    @app.get("/availability", tags=["inventory"], responses=INVENTORY_ERRORS)
     async def availability(
-        property_id: str,
-        check_in: date,
-        check_out: date,
+        property_id: Annotated[str, Query(pattern=ids.PROPERTY_ID, max_length=40)],
+        check_in: Annotated[StrictDate, Query()],
+        check_out: Annotated[StrictDate, Query()],
         guests: Annotated[int, Query(ge=1, le=20)],
     ) -> dict:
         """The free rooms of a property for a stay, each with its nightly prices and total."""
@@ -137,16 +173,21 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     @app.post("/bookings", status_code=201, response_model=BookingCreated, responses=ERRORS, tags=["bookings"])
     async def create_booking(
         body: BookingCreate,
+        request: Request,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        customer: Customer = as_customer,
     ) -> JSONResponse:
-        """Book a stay: availability, price, hold, authorize, confirm, capture; rolled back on failure."""
+        """Book a stay for the calling customer: availability, price, hold, authorize, confirm,
+        capture; rolled back on failure."""
+        await auth.limits.hit("bookings_per_customer", customer.user_id)
+        await auth.limits.hit("bookings_per_address", client_address(request))
         if not idempotency_key:
             raise BooklineError("missing_idempotency_key", "the Idempotency-Key header is required")
         stay = _stay(body.check_in, body.check_out, settings)
-        request = BookingRequest(
-            booking_id=f"bk_{uuid.uuid4().hex[:24]}",
-            reservation_id=f"rsv_{uuid.uuid4().hex[:24]}",
-            user_id=body.user_id,
+        booking_request = BookingRequest(
+            booking_id=ids.new_booking_id(),
+            reservation_id=ids.new_reservation_id(),
+            user_id=customer.user_id,
             source=body.source.value,
             property_id=body.property_id,
             stay=stay,
@@ -156,21 +197,47 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             payment_token=body.payment.token,
             card_last_four=body.payment.card_last_four,
         )
-        # the key is the client's free text (it could even hold a card number): keep only a digest
-        key = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        # a key is the customer's own: the same key from another customer is another request. The key
+        # is the client's free text (it could even hold a card number): keep only a digest
+        key = hashlib.sha256(f"{customer.user_id}\0{idempotency_key}".encode()).hexdigest()
         response = await orchestrator.create_booking(
-            request, key=key, body_hash=request_hash(body.model_dump(mode="json"))
+            booking_request, key=key, body_hash=request_hash(body.model_dump(mode="json"))
         )
         return JSONResponse(with_trace_url(response.body), status_code=response.status)
 
-    @app.get("/bookings/{booking_id}", tags=["bookings"])
-    async def get_booking(booking_id: str) -> dict:
+    @app.get("/bookings", response_model=BookingList, responses=documented(400, 401, 429), tags=["bookings"])
+    async def list_bookings(
+        customer: Customer = as_customer,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")] = None,
+    ) -> dict:
+        """The calling customer's own bookings, newest first, a page at a time."""
+        rows = await deps.store.bookings_of(customer.user_id, limit=limit + 1, after=_after(after))
+        page = rows[:limit]
+        views = [with_trace_url(booking_summary(row)) for row in page]
+        following = _cursor(page[-1].created_at, page[-1].booking_id) if len(rows) > limit else None
+        return {"bookings": views, "next": following}
+
+    @app.get("/bookings/{booking_id}", responses=READ_ERRORS, tags=["bookings"])
+    async def get_booking(booking_id: BookingIdPath, customer: Customer = as_customer) -> dict:
+        """A booking of the caller's (any booking, for a token with the admin scope)."""
+        await owned(booking_id, customer)
         return with_trace_url(await orchestrator.view(booking_id))
 
-    @app.post("/bookings/{booking_id}/cancel", tags=["bookings"])
-    async def cancel_booking(booking_id: str) -> dict:
-        """Cancel a confirmed booking: refund, release the nights, send the cancellation e-mail."""
+    @app.post("/bookings/{booking_id}/cancel", responses=documented(401, 404, 409, 429, 502, 503, 504),
+              tags=["bookings"])  # fmt: skip
+    async def cancel_booking(booking_id: BookingIdPath, customer: Customer = as_customer) -> dict:
+        """Cancel a confirmed booking of the caller's: refund, release the nights, send the cancellation e-mail."""
+        await owned(booking_id, customer)
         return with_trace_url(await orchestrator.cancel_booking(booking_id))
+
+    async def owned(booking_id: str, customer: Customer) -> None:
+        try:
+            row = await deps.store.get(booking_id)
+        except NotFound:
+            raise _not_found(booking_id) from None
+        if not customer.may_see(row.user_id):
+            raise _not_found(booking_id)
 
     def with_trace_url(body: dict) -> dict:
         """Link the answer to its trace in the viewer, when one is known (``bookline up`` sets it)."""

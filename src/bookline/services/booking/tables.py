@@ -4,6 +4,7 @@ from sqlalchemy import (
     Column,
     Date,
     Float,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -39,6 +40,8 @@ bookings = Table(
     Column("trace_parent", String(64), nullable=True),  # W3C traceparent of booking.create
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # GET /bookings: a customer's bookings, newest first
+    Index("ix_bookings_user_created", "user_id", "created_at", "booking_id"),
 )
 
 # The durable saga log: a step is recorded as started before it runs, so its compensation is

@@ -3,6 +3,7 @@ limit, the ``traceresponse`` header and OpenTelemetry instrumentation."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +25,9 @@ from bookline.redaction import scrub
 from bookline.telemetry import ServiceTelemetry, current_trace_id
 
 log = logging.getLogger("bookline.http")
+# request headers a service reads at most (a bearer token and the trace context fit many times over)
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -48,7 +53,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BooklineError)
     async def domain_error(_request: Request, exc: BooklineError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+        response = error_response(exc.status, exc.code, exc.message, **exc.details)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -58,7 +66,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        if exc.status_code == 400:  # FastAPI could not read the body at all (not JSON, not UTF-8 ...)
+            return error_response(400, "malformed_json", "the request body is not valid JSON")
+        codes = {404: "not_found", 405: "method_not_allowed", 408: "body_timeout", 413: "body_too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -101,6 +111,46 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+class RequestBoundsMiddleware:
+    """Bounds what a client can make a service wait for or hold: headers over ``max_header_bytes`` (or
+    more than ``max_headers`` of them) answer 431 ``headers_too_large``; a body that does not arrive
+    within ``body_timeout_s`` answers 408 ``body_timeout`` and frees the connection."""
+
+    def __init__(self, app: ASGIApp, *, body_timeout_s: float, max_header_bytes: int, max_headers: int) -> None:
+        self.app = app
+        self.body_timeout_s = body_timeout_s
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers", ())
+        if len(headers) > self.max_headers or sum(len(k) + len(v) for k, v in headers) > self.max_header_bytes:
+            response = error_response(
+                431, "headers_too_large", f"the request headers exceed {self.max_header_bytes} bytes"
+            )
+            await response(scope, receive, send)
+            return
+        body_complete = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_complete
+            if body_complete:  # after the body only a disconnect can come: no deadline on that
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise StarletteHTTPException(408, f"the body did not arrive within {self.body_timeout_s:g} s") from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_complete = True
+            return message
+
+        await self.app(scope, receive_in_time, send)
+
+
 class TraceResponseMiddleware:
     """Adds the W3C ``traceresponse`` header naming the server span that handled the request."""
 
@@ -136,6 +186,7 @@ def create_service_app(
     db: Database | None,
     max_body_bytes: int,
     migrations: str | None = None,
+    body_timeout_s: float = 10.0,
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
 ) -> FastAPI:
@@ -166,11 +217,20 @@ def create_service_app(
 
     # FastAPI's own telemetry would trace each request a second time beside the instrumentation
     app = FastAPI(
-        title=title, lifespan=lifespan, telemetry={"tracing": False, "metrics": False, "logs": False}
+        title=title,
+        lifespan=lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        responses=COMMON_ERRORS,
     )
     install_error_handlers(app)
     app.add_middleware(TraceResponseMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(
+        RequestBoundsMiddleware,
+        body_timeout_s=body_timeout_s,
+        max_header_bytes=MAX_HEADER_BYTES,
+        max_headers=MAX_HEADERS,
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -189,3 +249,42 @@ def create_service_app(
 
     telemetry.instrument_app(app)
     return app
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="stable and machine-readable")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error of every service."""
+
+    error: ErrorDetail
+    trace_id: str | None
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, with the error envelope as their schema."""
+    return {status: {"model": ErrorBody, "description": ERROR_MEANINGS[status]} for status in statuses}
+
+
+ERROR_MEANINGS = {
+    400: "malformed_json, or a request the service cannot read",
+    401: "missing_token, invalid_token or token_expired (WWW-Authenticate: Bearer)",
+    402: "payment_declined, with decline_reason",
+    403: "the credential is valid but may not do this",
+    404: "not found (or not the caller's)",
+    408: "the request body did not arrive in time",
+    409: "conflict with the current state",
+    413: "body_too_large",
+    422: "the request is not valid",
+    429: "rate_limited (Retry-After)",
+    431: "request headers too large",
+    502: "a dependency failed",
+    503: "a dependency cannot be reached",
+    504: "a dependency did not answer in time",
+}
+# what any route of any service may answer, whatever it does
+COMMON_ERRORS = documented(400, 408, 413, 422, 431)

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from bookline.auth.services import ServiceCredentials
 from bookline.domain import errors
 from bookline.domain.errors import (
     BooklineError,
@@ -25,9 +26,7 @@ from bookline.domain.errors import (
 from bookline.telemetry import ServiceTelemetry
 
 _BY_CODE: dict[str, type[BooklineError]] = {
-    cls.code: cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type) and issubclass(cls, BooklineError)
+    cls.code: cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, BooklineError)
 }
 # a code without a class of its own still keeps the kind of error its status says
 _BY_STATUS: dict[int, type[BooklineError]] = {
@@ -42,9 +41,7 @@ def remote_error(status: int, body: Any, service: str) -> BooklineError:
     """The domain error a service answered with (4xx), or a dependency failure (5xx)."""
     err = body.get("error") if isinstance(body, dict) else None
     if status >= 500 or not isinstance(err, dict):
-        return DependencyFailed(
-            "dependency_failed", f"{service} answered {status}", dependency=service
-        )
+        return DependencyFailed("dependency_failed", f"{service} answered {status}", dependency=service)
     details = {k: v for k, v in err.items() if k not in ("code", "message")}
     cls = _BY_CODE.get(err.get("code", "")) or _BY_STATUS.get(status, BooklineError)
     exc = cls(err.get("code"), err.get("message", ""), **details)
@@ -57,10 +54,20 @@ class ServiceClient:
 
     service = "service"
 
-    def __init__(self, base_url: str, telemetry: ServiceTelemetry, *, timeout: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        telemetry: ServiceTelemetry,
+        *,
+        timeout: float,
+        credentials: ServiceCredentials | None = None,
+    ) -> None:
+        """``credentials``: the calling service's, presented on every call (None: an anonymous caller,
+        such as a client tokenizing a card at the gateway)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._telemetry = telemetry
+        self._credentials = credentials
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -97,6 +104,8 @@ class ServiceClient:
         """
         url = self.base_url + path
         query = {k: str(v) for k, v in params.items()} if params else None
+        if self._credentials is not None:
+            headers = {**(headers or {}), **self._credentials.headers_for(self.service)}
         per_call = aiohttp.ClientTimeout(total=timeout) if timeout is not None else None
         attempt = 0
         while True:

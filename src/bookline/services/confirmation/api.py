@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from typing import Annotated
 
-from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict, Field
 
 from bookline.adapters.migrations import script_location
 from bookline.adapters.queue.sqlite import SqliteQueue
 from bookline.admin_token import resolve_admin_token
+from bookline.auth.customers import SUBJECT
+from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.services import confirmation
 from bookline.services.availability.client import AvailabilityClient
-from bookline.services.common.app import create_service_app, service_database
+from bookline.services.common.app import create_service_app, documented, service_database
+from bookline.services.common.auth import Auth
+from bookline.services.common.fields import (
+    AuthorizationId,
+    BookingId,
+    Currency,
+    MinorAmount,
+    NoCard,
+    PropertyId,
+    ReservationId,
+    ReservationIdPath,
+    RoomId,
+    StrictDate,
+)
 from bookline.services.common.outbox import OutboxRelay
 from bookline.services.confirmation import handlers
 from bookline.services.confirmation.admin import add_admin_routes
@@ -27,24 +42,34 @@ NAME = "confirmation-service"
 log = logging.getLogger(__name__)
 
 
+ERRORS = documented(401, 403, 404, 409, 429, 502, 503, 504)
+
+
 class ConfirmationCreate(BaseModel):
-    booking_id: str = Field(min_length=1, max_length=40)
-    reservation_id: str = Field(min_length=1, max_length=40)
-    property_id: str = Field(min_length=1, max_length=40)
-    room_id: str = Field(min_length=1, max_length=60)
-    check_in: date
-    check_out: date
-    user_id: str = Field(min_length=1, max_length=64)
-    total_minor: int = Field(ge=0)
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    payment_transaction_id: str = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(extra="forbid")
+
+    booking_id: BookingId
+    reservation_id: ReservationId
+    property_id: PropertyId
+    room_id: RoomId
+    check_in: StrictDate
+    check_out: StrictDate
+    user_id: Annotated[str, Field(pattern=SUBJECT.pattern, max_length=64), NoCard]
+    total_minor: MinorAmount
+    currency: Currency
+    payment_transaction_id: AuthorizationId
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     db = service_database(settings, NAME)
     availability = AvailabilityClient(
-        settings.url_of("availability-service"), telemetry, timeout=settings.http_timeout_s
+        settings.url_of("availability-service"),
+        telemetry,
+        timeout=settings.http_timeout_s,
+        credentials=ServiceCredentials.of(NAME, settings),
     )
+    auth = Auth(settings, NAME)
+    booking_only = [Depends(auth.services("booking-service"))]
     queue = SqliteQueue(settings.queue_path, visibility_timeout_s=settings.queue_visibility_timeout_s)
     relay = OutboxRelay(db, outbox, queue, telemetry, poll_interval_s=settings.outbox_poll_interval_s)
     tracer = telemetry.tracer
@@ -85,21 +110,22 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         on_shutdown=[shutdown],
     )
 
-    @app.post("/confirmations", status_code=201)
+    @app.post("/confirmations", status_code=201, dependencies=booking_only, responses=ERRORS)
     async def confirm(body: ConfirmationCreate) -> dict:
         with tracer.start_as_current_span("confirmation.confirm"):
             return await handlers.confirm(
                 db=db, availability=availability, request=handlers.Confirmation(**body.model_dump())
             )
 
-    @app.get("/confirmations/{reservation_id}")
-    async def get_confirmation(reservation_id: str) -> dict:
+    @app.get("/confirmations/{reservation_id}", responses=ERRORS,
+             dependencies=[Depends(auth.services("booking-service", "availability-service"))])  # fmt: skip
+    async def get_confirmation(reservation_id: ReservationIdPath) -> dict:
         return await handlers.get_confirmation(db=db, reservation_id=reservation_id)
 
-    @app.post("/confirmations/{reservation_id}/cancel")
-    async def cancel(reservation_id: str) -> dict:
+    @app.post("/confirmations/{reservation_id}/cancel", dependencies=booking_only, responses=ERRORS)
+    async def cancel(reservation_id: ReservationIdPath) -> dict:
         with tracer.start_as_current_span("confirmation.cancel"):
-            return await handlers.cancel(db=db, availability=availability, reservation_id=reservation_id)
+            return await handlers.cancel(db=db, reservation_id=reservation_id)
 
     add_admin_routes(app, settings, db)
     return app

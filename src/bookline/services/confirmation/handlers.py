@@ -148,8 +148,10 @@ CANCEL_BOOKING = (
 )
 
 
-async def cancel(*, db: Database, availability: AvailabilityClient, reservation_id: str) -> dict:
-    """Cancel a confirmed booking: status, outbox event, then give the nights back. Idempotent."""
+async def cancel(*, db: Database, reservation_id: str) -> dict:
+    """Cancel a confirmed booking: its status and its outbox event, in one transaction. Idempotent.
+    booking-service then gives the nights back at availability-service, which checks here that the
+    booking is cancelled."""
     span = trace.get_current_span()
     span.set_attribute("booking.reservation_id", reservation_id)
     now = time.time()
@@ -166,6 +168,4 @@ async def cancel(*, db: Database, availability: AvailabilityClient, reservation_
                 payload=_event(_view(row)),
                 event_id=f"{row.booking_id}-cancelled",
             )
-    # outside the transaction: never hold a database transaction across a network call
-    await availability.restore_inventory(reservation_id)
     return await get_confirmation(db=db, reservation_id=reservation_id)

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookline.adapters.db import Database
 from bookline.config import Settings
+from bookline.domain import ids
 from bookline.domain.errors import (
     BooklineError,
     Conflict,
@@ -37,6 +37,7 @@ from bookline.domain.errors import (
 )
 from bookline.faults import FaultFile, fire
 from bookline.faults.model import GatewayFaults
+from bookline.redaction import looks_like_card_number
 from bookline.services.gateway import statements as sql
 from bookline.services.gateway.cards import Behavior, FaultRates, draw, examine_card
 
@@ -130,6 +131,8 @@ class KeyedRequest:
             raise BooklineError(
                 "invalid_idempotency_key", f"the Idempotency-Key may have at most {MAX_KEY_LENGTH} characters"
             )
+        if looks_like_card_number(key):
+            raise InvalidRequest("invalid_idempotency_key", "the Idempotency-Key must not look like a card number")
         canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
         return cls(key, operation, hashlib.sha256(canonical.encode()).hexdigest())
 
@@ -302,7 +305,7 @@ async def tokenize(
     with _span(tracer, "gateway.tokenize") as span:
         card = examine_card(number, exp_month, exp_year, cvc, today=today)
         span.set_attributes({"payment.card_last_four": card.last4, "payment.card_brand": card.brand})
-        token = "tok_" + secrets.token_hex(12)
+        token = ids.new_card_token()
         async with db.write() as conn:
             await conn.execute(
                 sql.INSERT_TOKEN,
@@ -354,7 +357,7 @@ async def authorize(
                 raise ProcessingError(message="the card processor failed; nothing was authorized")
             now = _now()
             auth = {
-                "auth_id": "auth_" + secrets.token_hex(12),
+                "auth_id": ids.new_authorization_id(),
                 "idempotency_key": request.key,
                 "token": token,
                 "reservation_id": reservation_id,

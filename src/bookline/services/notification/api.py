@@ -1,13 +1,11 @@
-"""notification-service HTTP API (health, and the sent-notification log for audits) and the
-lifecycle of its queue consumer."""
+"""notification-service HTTP API (health, and the sent-notification log behind the admin token, for
+audits and the notification reconciler) and the lifecycle of its queue consumer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import FastAPI, Query
-from pydantic import BaseModel
+from fastapi import FastAPI
 
 from bookline.adapters.mail import EmlMailer
 from bookline.adapters.migrations import script_location
@@ -16,24 +14,11 @@ from bookline.config import Settings
 from bookline.faults import FaultFile
 from bookline.services import notification
 from bookline.services.common.app import create_service_app, service_database
-from bookline.services.notification import handlers
 from bookline.services.notification.admin import add_admin_routes
 from bookline.services.notification.consumer import NotificationConsumer
 from bookline.telemetry import ServiceTelemetry
 
 NAME = "notification-service"
-
-
-class NotificationPublic(BaseModel):
-    booking_id: str
-    kind: str
-    message_id: str
-    reservation_id: str | None
-    sent_at: float
-
-
-class NotificationList(BaseModel):
-    notifications: list[NotificationPublic]
 
 
 @dataclass
@@ -77,14 +62,6 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         on_startup=[startup],
         on_shutdown=[shutdown],
     )
-
-    @app.get("/notifications")
-    async def list_notifications(
-        booking_id: Annotated[str | None, Query(max_length=40)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> NotificationList:
-        rows = await handlers.list_notifications(db=db, booking_id=booking_id, limit=limit)
-        return NotificationList(notifications=[NotificationPublic(**row) for row in rows])
 
     add_admin_routes(app, settings, db)
     return app

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime
-from typing import Annotated
 
-from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict, Field
 
 import bookline.services.pricing as pricing_package
 from bookline.adapters.migrations import script_location
 from bookline.config import Settings
 from bookline.domain.pricing import PricedStay
-from bookline.services.common.app import create_service_app, service_database
+from bookline.services.common.app import create_service_app, documented, service_database
+from bookline.services.common.auth import Auth
+from bookline.services.common.fields import Guests, PropertyId, QuoteIdPath, RoomId, StrictDate
 from bookline.services.pricing import handlers
 from bookline.services.pricing.admin import add_admin_routes
 from bookline.services.pricing.handlers import Quote
@@ -23,24 +24,26 @@ SERVICE = "pricing-engine"
 MAX_ROOMS_PER_REQUEST = 500
 MAX_GUESTS = 20
 
-PropertyId = Annotated[str, Field(min_length=1, max_length=40)]
-RoomId = Annotated[str, Field(min_length=1, max_length=60)]
-Guests = Annotated[int, Field(ge=1, le=MAX_GUESTS)]
+ERRORS = documented(401, 403, 404, 429)
 
 
 class PricesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     property_id: PropertyId
     room_ids: list[RoomId] = Field(min_length=1, max_length=MAX_ROOMS_PER_REQUEST)
-    check_in: date
-    check_out: date
+    check_in: StrictDate
+    check_out: StrictDate
     guests: Guests
 
 
 class QuoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     property_id: PropertyId
     room_id: RoomId
-    check_in: date
-    check_out: date
+    check_in: StrictDate
+    check_out: StrictDate
     guests: Guests
 
 
@@ -81,10 +84,7 @@ class QuotePublic(PricedStayPublic):
 def _priced_fields(priced: PricedStay) -> dict[str, object]:
     return {
         "currency": priced.total.currency,
-        "nights": [
-            {"night": n.night, "amount_minor": n.amount_minor, "rules": n.rules}
-            for n in priced.nights
-        ],
+        "nights": [{"night": n.night, "amount_minor": n.amount_minor, "rules": n.rules} for n in priced.nights],
         "subtotal_minor": priced.subtotal.minor,
         "taxes_minor": priced.taxes.minor,
         "total_minor": priced.total.minor,
@@ -116,8 +116,10 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         migrations=script_location(pricing_package.__file__),
         max_body_bytes=settings.max_body_bytes,
     )
+    auth = Auth(settings, SERVICE)
+    booking_only = [Depends(auth.services("booking-service"))]
 
-    @app.post("/prices")
+    @app.post("/prices", dependencies=booking_only, responses=ERRORS)
     async def post_prices(body: PricesRequest) -> PricesPublic:
         """Price a stay in each listed room that has a rate plan; rooms without one are left out."""
         priced = await handlers.price_rooms(
@@ -135,7 +137,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             ]
         )
 
-    @app.post("/quotes", status_code=201)
+    @app.post("/quotes", status_code=201, dependencies=booking_only, responses=ERRORS)
     async def post_quote(body: QuoteRequest) -> QuotePublic:
         """Price a stay in one room and keep the quote for ``quote_ttl_seconds``."""
         now = time.time()
@@ -151,8 +153,8 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         )
         return _quote_public(quote, now)
 
-    @app.get("/quotes/{quote_id}")
-    async def get_quote(quote_id: str) -> QuotePublic:
+    @app.get("/quotes/{quote_id}", dependencies=booking_only, responses=ERRORS)
+    async def get_quote(quote_id: QuoteIdPath) -> QuotePublic:
         """A quote by id; an expired quote is still returned, with ``expired: true``."""
         quote = await handlers.get_quote(db=db, quote_id=quote_id)
         return _quote_public(quote, time.time())

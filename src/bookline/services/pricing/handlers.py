@@ -7,7 +7,6 @@ of HTTP.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -17,6 +16,7 @@ from opentelemetry.trace import Tracer
 from sqlalchemy import Row, RowMapping, bindparam, insert, select
 
 from bookline.adapters.db import Database
+from bookline.domain import ids
 from bookline.domain.errors import InvalidStay, NotFound
 from bookline.domain.money import Money
 from bookline.domain.pricing import NightPrice, PricedStay, RatePlan, price_stay
@@ -112,7 +112,7 @@ async def create_quote(
     with tracer.start_as_current_span("pricing.price_stay") as span:
         priced = price_stay(_plan_of(row), stay, guests)
         quote = Quote(
-            quote_id=f"q_{uuid.uuid4().hex}",
+            quote_id=ids.new_quote_id(),
             property_id=property_id,
             room_id=room_id,
             stay=stay,

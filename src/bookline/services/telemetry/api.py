@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from html import escape
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from bookline.config import Settings
 from bookline.services.common.app import create_service_app, error_response
 from bookline.services.telemetry import metric_queries, queries, viewer
+from bookline.services.telemetry.access import SESSION_COOKIE, SESSION_S, IngestRefused, StoreAccess, resources_of
 from bookline.services.telemetry.admin import add_admin_routes
 from bookline.services.telemetry.filters import InvalidFilterError, TraceQuery, hex_id, parse_int, parse_time_ns
 from bookline.services.telemetry.otlp import (
@@ -49,7 +52,9 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry, *, store: Telemet
         on_shutdown=[store.stop],
     )
     app.state.store = store
-    _add_otlp_routes(app, store)
+    access = StoreAccess(settings)
+    _add_otlp_routes(app, store, access)
+    _guard_reads(app, access)
     _add_read_routes(app, store)
     add_admin_routes(app, settings, store)
     viewer.add_viewer_routes(app)
@@ -77,7 +82,7 @@ def _failure(exc: OtlpError, encoding: str) -> Response:
     return Response(body, status_code=exc.status, media_type=encoding)
 
 
-def _add_otlp_routes(app: FastAPI, store: TelemetryStore) -> None:
+def _add_otlp_routes(app: FastAPI, store: TelemetryStore, access: StoreAccess) -> None:
     writers = {"traces": store.write_spans, "metrics": store.write_metrics, "logs": store.write_logs}
 
     async def export(request: Request, signal: str) -> Response:
@@ -86,10 +91,19 @@ def _add_otlp_routes(app: FastAPI, store: TelemetryStore) -> None:
         except OtlpError as exc:
             return _failure(exc, JSON)
         try:
+            sender = access.sender(request.headers.get("authorization"))
+        except IngestRefused as refused:
+            response = _failure(OtlpError(refused.status, refused.code, refused.message), encoding)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="bookline-telemetry"'
+            return response
+        try:
             body = await _read_body(request, MAX_BODY_BYTES)
             decoded = await store.decoder.decode(signal, body, request.headers.get("content-encoding"), encoding)
+            access.check_resources(sender, resources_of(decoded))
         except OtlpError as exc:
             return _failure(exc, encoding)
+        except IngestRefused as refused:
+            return _failure(OtlpError(refused.status, refused.code, refused.message), encoding)
         try:
             await writers[signal](decoded)
         except Exception:
@@ -109,6 +123,53 @@ def _add_otlp_routes(app: FastAPI, store: TelemetryStore) -> None:
 
     for signal in ("traces", "metrics", "logs"):
         app.add_api_route(f"/v1/{signal}", route_for(signal), methods=["POST"], include_in_schema=False)
+
+
+# ---- who may read ---------------------------------------------------------------------------------
+
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Bookline traces: sign in</title></head>
+<body><h1>Bookline telemetry store</h1>
+<p>This store is reachable from the network: sign in with the admin token
+(<code>DATA_DIR/admin.token</code> or <code>BOOKLINE_ADMIN_TOKEN</code>).</p>
+<form method="post" action="/login"><label>Admin token <input type="password" name="token" required
+autocomplete="off"></label> <button type="submit">Sign in</button></form>{error}</body></html>
+"""
+# what is always open: the receiver (it checks its own credentials), health, the admin reads (they
+# check the admin token) and the sign-in page
+_UNGUARDED = ("/v1/", "/healthz", "/readyz", "/admin/", "/login")
+
+
+def _guard_reads(app: FastAPI, access: StoreAccess) -> None:
+    @app.get("/login", include_in_schema=False)
+    async def login_page() -> HTMLResponse:
+        return HTMLResponse(_LOGIN_PAGE.format(error=""))
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+        session = access.login((form.get("token") or [""])[0].strip())
+        if session is None:
+            return HTMLResponse(_LOGIN_PAGE.format(error="<p>" + escape("That is not the admin token.") + "</p>"), 401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_S, httponly=True, samesite="strict")
+        return response
+
+    if access.reads_open:
+        return
+
+    @app.middleware("http")
+    async def reads_need_the_admin_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if path.startswith(_UNGUARDED) or access.may_read(
+            request.headers.get("authorization"), request.cookies.get(SESSION_COOKIE)
+        ):
+            return await call_next(request)
+        if path.startswith("/api/"):
+            response = error_response(401, "viewer_unauthorized", "reading the store needs the admin token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="bookline-telemetry"'
+            return response
+        return RedirectResponse("/login", status_code=303)
 
 
 # ---- read API -------------------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""Who may call a route, for every service's ``api.py``: customers (booking-service's public API) and
+other services (every internal endpoint). A route says it with a dependency:
+
+    customer: Annotated[Customer, Depends(auth.customer)]        # any customer with a valid token
+    dependencies=[Depends(auth.services("booking-service"))]     # only booking-service may call it
+
+A missing or invalid credential answers 401 with ``WWW-Authenticate: Bearer``; a valid service
+credential of a service the route does not list answers 403 ``service_forbidden``. Repeated failures
+from one client address are rate limited (429). Both schemes appear in the OpenAPI document as HTTP
+bearer security, so a client generator (and Schemathesis) knows to send a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from bookline.auth.customers import Customer, CustomerTokens, Forbidden, Unauthenticated
+from bookline.auth.services import InvalidServiceToken, ServiceTokens
+from bookline.config import Settings
+from bookline.services.common.ratelimit import RateLimits
+
+_customer_bearer = HTTPBearer(
+    auto_error=False, scheme_name="customer", description="a customer's JWT (`bookline token` makes one locally)"
+)
+_service_bearer = HTTPBearer(
+    auto_error=False, scheme_name="service", description="a Bookline service's credential (a short-lived JWT)"
+)
+Bearer = HTTPAuthorizationCredentials | None
+
+
+def challenge(realm: str, code: str | None) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a 401 (RFC 6750: no error attribute when no token came)."""
+    value = f'Bearer realm="{realm}"' + (', error="invalid_token"' if code else "")
+    return {"WWW-Authenticate": value}
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class Auth:
+    """The credentials one service accepts, with the limiter of failed attempts."""
+
+    def __init__(
+        self, settings: Settings, service: str, *, limits: RateLimits | None = None, customers: bool = False
+    ) -> None:
+        self.service = service
+        self.limits = limits or RateLimits(settings)
+        self._service_tokens = ServiceTokens.of(service, settings)
+        self._customer_tokens = CustomerTokens(settings) if customers else None
+
+    async def _failed(self, request: Request, exc: Unauthenticated, realm: str) -> Unauthenticated:
+        await self.limits.hit("failed_auth_per_address", client_address(request))
+        exc.headers = challenge(realm, None if exc.code == "missing_token" else "invalid_token")
+        return exc
+
+    async def customer(self, request: Request, credentials: Annotated[Bearer, Depends(_customer_bearer)]) -> Customer:
+        """The customer calling, proven by its bearer token."""
+        assert self._customer_tokens is not None, "this service takes no customer tokens"
+        address = client_address(request)
+        await self.limits.check("failed_auth_per_address", address)
+        if credentials is None:
+            raise await self._failed(
+                request,
+                Unauthenticated("missing_token", "this endpoint needs Authorization: Bearer <token>"),
+                "bookline",
+            )
+        try:
+            return await self._customer_tokens.verify(credentials.credentials)
+        except Unauthenticated as exc:
+            raise await self._failed(request, exc, "bookline") from None
+
+    def services(self, *allowed: str) -> Callable[..., Awaitable[str]]:
+        """A dependency that admits only the listed services; it returns the caller's name."""
+        allowed_set = frozenset(allowed)
+
+        async def caller(request: Request, credentials: Annotated[Bearer, Depends(_service_bearer)]) -> str:
+            await self.limits.check("failed_auth_per_address", client_address(request))
+            if credentials is None:
+                raise await self._failed(
+                    request,
+                    Unauthenticated("missing_token", f"{self.service} takes calls only with a service credential"),
+                    self.service,
+                )
+            try:
+                name = self._service_tokens.verify(credentials.credentials)
+            except InvalidServiceToken as exc:
+                failure = Unauthenticated("invalid_service_token", str(exc))
+                raise await self._failed(request, failure, self.service) from None
+            if name not in allowed_set:
+                raise Forbidden("service_forbidden", f"{name} may not call this endpoint of {self.service}")
+            return name
+
+        return caller

@@ -1,0 +1,55 @@
+"""Strict field types every service's API shares: ids in their one format, dates as ``YYYY-MM-DD``
+only, integers that are integers (not ``true``, not ``"2"``), bounded. Each refuses what looks like a
+card number, so none can reach a database or a span."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import Path
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+
+from bookline.domain import ids
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date(value: Any) -> Any:
+    # a date is a date: not a datetime, a timestamp or a number
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise ValueError("must be a date as YYYY-MM-DD")
+
+
+NoCard = AfterValidator(ids.refuse_card_number)
+
+
+def _id(pattern: str, max_length: int) -> Any:
+    return Annotated[str, StringConstraints(pattern=pattern, max_length=max_length), NoCard]
+
+
+StrictDate = Annotated[date, BeforeValidator(_iso_date)]
+BookingId = _id(ids.BOOKING_ID, 27)
+ReservationId = _id(ids.RESERVATION_ID, 28)
+AuthorizationId = _id(ids.AUTHORIZATION_ID, 29)
+CardToken = _id(ids.CARD_TOKEN, 28)
+QuoteId = _id(ids.QUOTE_ID, 34)
+PropertyId = _id(ids.PROPERTY_ID, 40)
+RoomId = _id(ids.ROOM_ID, 60)
+Guests = Annotated[int, Field(strict=True, ge=1, le=20)]
+MinorAmount = Annotated[int, Field(strict=True, ge=0, le=10**12)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+def path_id(pattern: str, max_length: int, description: str) -> Any:
+    """A path parameter in one id format (404 would hide a typo; a bad format answers 422)."""
+    return Annotated[str, Path(pattern=pattern, max_length=max_length, description=description), NoCard]
+
+
+BookingIdPath = path_id(ids.BOOKING_ID, 27, "bk_ and 24 hexadecimal digits")
+ReservationIdPath = path_id(ids.RESERVATION_ID, 28, "rsv_ and 24 hexadecimal digits")
+AuthorizationIdPath = path_id(ids.AUTHORIZATION_ID, 29, "auth_ and 24 hexadecimal digits")
+PropertyIdPath = path_id(ids.PROPERTY_ID, 40, "a property id")
+QuoteIdPath = path_id(ids.QUOTE_ID, 34, "q_ and 32 hexadecimal digits")
