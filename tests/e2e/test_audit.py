@@ -53,11 +53,11 @@ def test_audit_passes_on_a_healthy_stack_and_names_the_booking_and_trace_of_each
         assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
         admin = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
         client = Client.for_stack(up)
-        confirmed = client.book(client.body(user_id="guest-ok")).json()
-        refusal = client.book(client.body(card=DECLINE, user_id="guest-declined")).json()
+        confirmed = client.book(client.body(), user="guest-ok").json()
+        refusal = client.book(client.body(card=DECLINE), user="guest-declined").json()
         declined = {**refusal["error"], "trace_id": refusal["trace_id"]}
-        cancelled = client.book(client.body(user_id="guest-cancel")).json()
-        client.cancel(cancelled['booking_id']).raise_for_status()
+        cancelled = client.book(client.body(), user="guest-cancel").json()
+        client.cancel(cancelled['booking_id'], user="guest-cancel").raise_for_status()
 
         def notified() -> bool:
             r = httpx.get(f"{up.url('notification-service')}/admin/notifications", headers=admin, timeout=5)

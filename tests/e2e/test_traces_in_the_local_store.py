@@ -46,14 +46,17 @@ def one(trace: dict, name: str) -> dict:
 async def race_for_one_room(client: Client, racers: int) -> list[httpx.Response]:
     stay = fresh_stay(1)
     bodies = [
-        client.body(stay=stay, property_id="prop-00002", room_id="prop-00002-r001", guests=1, user_id=f"racer-{i}")
-        for i in range(racers)
+        client.body(stay=stay, property_id="prop-00002", room_id="prop-00002-r001", guests=1) for _ in range(racers)
     ]
     async with httpx.AsyncClient(timeout=60) as http:
         return await asyncio.gather(
             *(
-                http.post(f"{client.booking_url}/bookings", json=b, headers={"Idempotency-Key": str(uuid.uuid4())})
-                for b in bodies
+                http.post(
+                    f"{client.booking_url}/bookings",
+                    json=b,
+                    headers={"Idempotency-Key": str(uuid.uuid4()), **client.auth(f"racer-{i}")},
+                )
+                for i, b in enumerate(bodies)
             )
         )
 
@@ -64,8 +67,8 @@ def test_bookings_through_bookline_up_are_whole_traces_in_the_store(tmp_path: Pa
     with bookline_up(tmp_path / "var", env={"BOOKLINE_SAMPLING_POLICY_FILE": str(policy)}) as up:
         store = up.url("telemetry")
         client = Client.for_stack(up)
-        confirmed = client.book(client.body(user_id="guest-ok"))
-        declined = client.book(client.body(card=DECLINE, user_id="guest-declined"))
+        confirmed = client.book(client.body(), user="guest-ok")
+        declined = client.book(client.body(card=DECLINE), user="guest-declined")
         raced = asyncio.run(race_for_one_room(client, 8))
 
         assert confirmed.status_code == 201, confirmed.text
@@ -183,13 +186,15 @@ async def book_many(client: Client, tokens: list[str], *, rooms: list[tuple[str,
 
     async def book(http: httpx.AsyncClient, token: str, prop: str, room: str) -> dict:
         body = {
-            "user_id": "sampled-guest", "source": "api", "property_id": prop, "room_id": room, "guests": 1,
+            "source": "api", "property_id": prop, "room_id": room, "guests": 1,
             "check_in": check_in.isoformat(), "check_out": (check_in + timedelta(days=1)).isoformat(),
             "payment": {"method": "card", "token": token, "card_last_four": last4},
         }  # fmt: skip
         async with sem:
             r = await http.post(
-                f"{client.booking_url}/bookings", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+                f"{client.booking_url}/bookings",
+                json=body,
+                headers={"Idempotency-Key": str(uuid.uuid4()), **client.auth("sampled-guest")},
             )
         return {**r.json(), "http_status": r.status_code}
 

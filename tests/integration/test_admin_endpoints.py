@@ -22,13 +22,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from typer.testing import CliRunner
 
+from bookline.auth.provision import provision_keys
 from bookline.cli import app as cli_app
 from bookline.config import Settings
 from bookline.services.gateway.api import build_app as build_gateway
 from bookline.services.telemetry.api import build_app as build_store
 from bookline.telemetry import setup_telemetry
 from conftest import start_stack
-from support.booking import DECLINE, Client
+from support.booking import DECLINE, Client, as_service
 from support.serving import served
 from support.stack import InProcessStack, free_ports
 
@@ -56,10 +57,10 @@ def admin_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessS
 def made(admin_stack: InProcessStack) -> dict[str, Any]:
     """A confirmed booking, a declined one and a cancelled one; their notifications delivered."""
     client = Client.for_stack(admin_stack)
-    confirmed = client.book(client.body(user_id="guest-ok")).json()
-    declined = client.book(client.body(card=DECLINE, user_id="guest-declined")).json()["error"]
-    cancelled = client.book(client.body(user_id="guest-cancel")).json()
-    client.cancel(cancelled['booking_id']).raise_for_status()
+    confirmed = client.book(client.body(), user="guest-ok").json()
+    declined = client.book(client.body(card=DECLINE), user="guest-declined").json()["error"]
+    cancelled = client.book(client.body(), user="guest-cancel").json()
+    client.cancel(cancelled['booking_id'], user="guest-cancel").raise_for_status()
     wanted = {(confirmed["booking_id"], "confirmed"), (cancelled["booking_id"], "confirmed"),
               (cancelled["booking_id"], "cancelled")}  # fmt: skip
     deadline = time.monotonic() + 20
@@ -316,10 +317,12 @@ def test_bookline_audit_exits_2_naming_a_service_it_cannot_read(admin_stack, mad
 KEEP_ALL = "decision_wait: 1s\nnum_traces: 1000\npolicies:\n  - {name: all, type: always_sample}\n"
 
 
-def export_compensation_trace(url: str) -> str:
+def export_compensation_trace(url: str, key_dir: Path) -> str:
     """A recovery trace as booking-service would send it, and one careless span with a card number."""
     provider = TracerProvider(resource=Resource.create({"service.name": "booking-service"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
+    # sent as booking-service would send it: with its service credential
+    headers = as_service(key_dir, "booking-service", "telemetry")
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers=headers)))
     tracer = provider.get_tracer("bookline")
     with tracer.start_as_current_span("booking.recover") as root:
         with tracer.start_as_current_span("booking.rollback"):
@@ -338,7 +341,8 @@ async def test_the_telemetry_store_lists_spans_by_name_and_scans_what_it_stores(
     policy.write_text(KEEP_ALL)
     settings = Settings(data_dir=tmp_path, sampling_policy_file=policy, admin_token=TOKEN)
     async with served(build_store(settings, setup_telemetry("telemetry", settings, export=False))) as url:
-        trace_id = await asyncio.to_thread(export_compensation_trace, url)
+        provision_keys(settings)
+        trace_id = await asyncio.to_thread(export_compensation_trace, url, settings.key_dir)
         async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as http:
             refused = await http.get("/admin/spans", params={"name": "payment.void"}, headers={"Authorization": ""})
             spans = (await http.get("/admin/spans", params={"name": ["payment.void", "booking.release_lock"]})).json()

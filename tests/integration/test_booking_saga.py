@@ -8,7 +8,8 @@ import uuid
 import httpx
 from opentelemetry.trace import SpanKind, StatusCode
 
-from support.booking import DECLINE, GATEWAY_500, INSUFFICIENT, SLOW, Client, fresh_stay
+from bookline.domain.ids import new_reservation_id
+from support.booking import DECLINE, GATEWAY_500, INSUFFICIENT, SLOW, Client, as_service, fresh_stay
 from support.spans import by_name, children, one, ours, service_of
 
 
@@ -23,7 +24,8 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 
 def hold_status(stack, reservation_id: str) -> str:
-    r = httpx.get(f"{stack.url('availability-service')}/holds/{reservation_id}")
+    auth = as_service(stack.key_dir, "booking-service", "availability-service")
+    r = httpx.get(f"{stack.url('availability-service')}/holds/{reservation_id}", headers=auth)
     return r.json()["status"]
 
 
@@ -206,13 +208,14 @@ def test_a_room_held_by_another_reservation_is_refused_with_409(stack, client: C
     # the lock_contention event and its competing reservation are asserted where a real race makes
     # them happen: tests/integration/test_concurrency.py
     stay = fresh_stay()
-    competitor = f"rsv_competitor_{uuid.uuid4().hex[:8]}"
+    competitor = new_reservation_id()
     held = httpx.post(
         f"{stack.url('availability-service')}/holds",
         json={
             "reservation_id": competitor, "property_id": "prop-00003", "room_id": "prop-00003-r002",
             "check_in": stay[0].isoformat(), "check_out": stay[1].isoformat(), "ttl_seconds": 600,
         },
+        headers=as_service(stack.key_dir, "booking-service", "availability-service"),
     )
     assert held.status_code == 201
     response = client.book(client.body(stay=stay, property_id="prop-00003", room_id="prop-00003-r002", guests=1))

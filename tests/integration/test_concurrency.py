@@ -23,18 +23,20 @@ CONCURRENT = 50
 ROOM = "prop-00001-r002"
 
 
-async def _storm(booking_url: str, bodies: list[dict]) -> list[httpx.Response]:
+async def _storm(client: Client, bodies: list[dict]) -> list[httpx.Response]:
+    """Every body at once, each from its own guest."""
+    headers = [{"Idempotency-Key": str(uuid.uuid4()), **client.auth(f"user-{i}")} for i in range(len(bodies))]
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=CONCURRENT)) as http:
         return await asyncio.gather(
-            *(http.post(f"{booking_url}/bookings", json=b, headers={"Idempotency-Key": str(uuid.uuid4())}) for b in bodies)
+            *(http.post(f"{client.booking_url}/bookings", json=b, headers=h) for b, h in zip(bodies, headers, strict=True))
         )
 
 
 def storm_one_room(stack) -> list[httpx.Response]:
     client = Client.for_stack(stack)
     stay = fresh_stay(1)
-    bodies = [client.body(stay=stay, room_id=ROOM, guests=1, user_id=f"user-{i}") for i in range(CONCURRENT)]
-    return asyncio.run(_storm(client.booking_url, bodies))
+    bodies = [client.body(stay=stay, room_id=ROOM, guests=1) for _ in range(CONCURRENT)]
+    return asyncio.run(_storm(client, bodies))
 
 
 def assert_exactly_one_booking_and_no_money_held(stack, responses: list[httpx.Response]) -> None:
@@ -43,9 +45,9 @@ def assert_exactly_one_booking_and_no_money_held(stack, responses: list[httpx.Re
     assert codes[409] == CONCURRENT - 1, codes
     losers = [r.json()["error"] for r in responses if r.status_code == 409]
     assert {e["code"] for e in losers} <= {"lock_contention", "unavailable"}
-    gateway = stack.url("payment-gateway")
+    client = Client.for_stack(stack)
     for error in losers:
-        ledger = httpx.get(f"{gateway}/v1/ledger", params={"reservation_id": error["reservation_id"]}).json()
+        ledger = client.ledger(error["reservation_id"])
         assert all(a["status"] != "authorized" for a in ledger["authorizations"]), ledger
         assert ledger["captured_minor"] == 0
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bookline.seed import seed_inventory
-from support.booking import Client
+from support.booking import Client, as_service
 from support.stack import ProcessStack, stack_settings
 
 pytestmark = pytest.mark.stack
@@ -65,7 +65,10 @@ def test_crash_after_authorize_is_compensated_on_restart(processes: ProcessStack
     assert error["code"] == "booking_interrupted"
     ledger = client.ledger(error["reservation_id"])
     assert [a["status"] for a in ledger["authorizations"]] == ["voided"]
-    hold = httpx.get(f"{processes.settings.url_of('availability-service')}/holds/{error['reservation_id']}").json()
+    hold = httpx.get(
+        f"{processes.settings.url_of('availability-service')}/holds/{error['reservation_id']}",
+        headers=as_service(processes.key_dir, "booking-service", "availability-service"),
+    ).json()
     assert hold["status"] == "released"
     booking = client.get(f"/bookings/{error['booking_id']}").json()
     assert booking["status"] == "failed"
@@ -125,7 +128,10 @@ def test_a_compensation_that_failed_is_retried_until_it_succeeds(tmp_path: Path)
                 break
             time.sleep(0.2)
         assert booking["steps"]["hold"] == "compensated"
-        hold = httpx.get(f"{stack.url('availability-service')}/holds/{error['reservation_id']}").json()
+        hold = httpx.get(
+            f"{stack.url('availability-service')}/holds/{error['reservation_id']}",
+            headers=as_service(stack.key_dir, "booking-service", "availability-service"),
+        ).json()
         assert hold["status"] == "released"
         recovered = [s for s in stack.spans() if s.name == "booking.recover"]
         assert any(s.attributes.get("booking.id") == error["booking_id"] for s in recovered)

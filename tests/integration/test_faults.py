@@ -7,15 +7,15 @@ its name on the span of the step it affected. The services re-read the file whil
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from bookline.faults import FaultFile
-from support.booking import Client
+from support.booking import Client, fresh_stay
 from support.spans import by_name, one
 from support.stack import InProcessStack
 
@@ -48,9 +48,14 @@ def spans_of_booking(stack: InProcessStack, name: str, booking_id: str) -> list[
 
 
 def notifications(stack: InProcessStack, booking_id: str) -> list[dict]:
-    r = httpx.get(f"{stack.url('notification-service')}/notifications", params={"booking_id": booking_id})
-    r.raise_for_status()
-    return r.json()["notifications"]
+    """What notification-service recorded as sent for the booking (its own database)."""
+    conn = sqlite3.connect(stack.settings.data_dir / "notification.db")
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT * FROM sent_notifications WHERE booking_id = ?", (booking_id,)).fetchall()
+    finally:
+        conn.close()
+    return [dict(r) for r in rows]
 
 
 def test_a_decline_rate_of_one_declines_an_approving_card_and_the_trace_says_why(stack, client: Client, faults):
@@ -102,7 +107,9 @@ def test_an_error_rate_of_one_fails_the_payment_with_nothing_authorized(stack, c
 
 def test_the_availability_delay_slows_the_search_and_shows_on_its_span(stack, client: Client, faults):
     faults.set({"availability.delay_ms": "300"})
-    params = {"property_id": "prop-00001", "check_in": "2031-01-10", "check_out": "2031-01-12", "guests": 2}
+    check_in, check_out = fresh_stay()
+    params = {"property_id": "prop-00001", "check_in": check_in.isoformat(), "check_out": check_out.isoformat(),
+              "guests": 2}  # fmt: skip
     delayed = client.get("/availability", **params)
     assert delayed.status_code == 200, delayed.text
     assert delayed.json()["rooms"]

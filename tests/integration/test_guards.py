@@ -57,11 +57,11 @@ def test_control_without_fencing_an_expired_hold_becomes_a_booking(tmp_path: Pat
     assert response.status_code == 201, "fencing is off, yet the stale hold was refused: the test cannot see it"
 
 
-async def _twice_at_once(url: str, body: dict, key: str) -> list[httpx.Response]:
+async def _twice_at_once(url: str, body: dict, key: str, auth: dict[str, str]) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=30) as http:
-        first = asyncio.create_task(http.post(url, json=body, headers={"Idempotency-Key": key}))
+        first = asyncio.create_task(http.post(url, json=body, headers={"Idempotency-Key": key, **auth}))
         await asyncio.sleep(0.3)  # the first is now waiting for the (slow) gateway
-        second = await http.post(url, json=body, headers={"Idempotency-Key": key})
+        second = await http.post(url, json=body, headers={"Idempotency-Key": key, **auth})
         return [await first, second]
 
 
@@ -70,7 +70,7 @@ def test_same_key_while_the_first_is_running_is_409_in_flight(tmp_path: Path):
     try:
         client = client_of(stack)
         body = client.body()
-        first, second = asyncio.run(_twice_at_once(f"{client.booking_url}/bookings", body, str(uuid.uuid4())))
+        first, second = asyncio.run(_twice_at_once(f"{client.booking_url}/bookings", body, str(uuid.uuid4()), client.auth()))
     finally:
         stack.stop()
     # whichever claimed the key first books; the other is told it is in flight

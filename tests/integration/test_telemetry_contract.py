@@ -38,8 +38,12 @@ def traffic(tmp_path_factory: pytest.TempPathFactory):
     async def storm() -> None:
         async with httpx.AsyncClient(timeout=60) as http:
             await asyncio.gather(*(
-                http.post(f"{client.booking_url}/bookings", json=b, headers={"Idempotency-Key": str(uuid.uuid4())})
-                for b in bodies
+                http.post(
+                    f"{client.booking_url}/bookings",
+                    json=b,
+                    headers={"Idempotency-Key": str(uuid.uuid4()), **client.auth(f"racer-{i}")},
+                )
+                for i, b in enumerate(bodies)
             ))
 
     asyncio.run(storm())

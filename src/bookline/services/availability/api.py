@@ -43,8 +43,8 @@ MAX_EXPIRED_EVENTS = 50
 log = logging.getLogger(__name__)
 
 
-# a hold lives at least a second and at most a day (the fault file's hold.ttl_seconds has the same bound)
-MIN_HOLD_TTL_S = 1.0
+# a hold lives at least a tenth of a second (tests use short ones) and at most a day (the fault file's hold.ttl_seconds has the same bound)
+MIN_HOLD_TTL_S = 0.1
 MAX_HOLD_TTL_S = 24 * 3600.0
 MAX_OFFSET = 100_000
 ERRORS = documented(401, 403, 404, 409, 429)
