@@ -184,7 +184,7 @@ async def book_many(client: Client, tokens: list[str], *, rooms: list[tuple[str,
     check_in = datetime.now(UTC).date() + timedelta(days=20)
     sem = asyncio.Semaphore(8)
 
-    async def book(http: httpx.AsyncClient, token: str, prop: str, room: str) -> dict:
+    async def book(http: httpx.AsyncClient, token: str, prop: str, room: str, guest: str) -> dict:
         body = {
             "source": "api", "property_id": prop, "room_id": room, "guests": 1,
             "check_in": check_in.isoformat(), "check_out": (check_in + timedelta(days=1)).isoformat(),
@@ -194,12 +194,15 @@ async def book_many(client: Client, tokens: list[str], *, rooms: list[tuple[str,
             r = await http.post(
                 f"{client.booking_url}/bookings",
                 json=body,
-                headers={"Idempotency-Key": str(uuid.uuid4()), **client.auth("sampled-guest")},
+                headers={"Idempotency-Key": str(uuid.uuid4()), **client.auth(guest)},
             )
         return {**r.json(), "http_status": r.status_code}
 
     async with httpx.AsyncClient(timeout=60) as http:
-        return await asyncio.gather(*(book(http, t, p, r) for t, (p, r) in zip(tokens, rooms, strict=True)))
+        # one guest per booking, as real traffic is (a guest's own bookings are rate limited)
+        return await asyncio.gather(
+            *(book(http, t, p, r, f"guest-{i}") for i, (t, (p, r)) in enumerate(zip(tokens, rooms, strict=True)))
+        )
 
 
 def test_the_default_tail_sampling_keeps_every_failing_trace_and_a_tenth_of_the_rest(tmp_path: Path) -> None:
