@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     )
     service_restart_window_s: float = Field(default=600.0, gt=0)
     max_body_bytes: int = 64 * 1024
+    request_body_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="a request body that has not arrived by then answers 408"
+    )
 
     # booking rules
     hold_ttl_seconds: float = 600.0
@@ -173,6 +176,9 @@ class Settings(BaseSettings):
     unsafe_disable_idempotency: bool = False
     unsafe_disable_fencing: bool = False
     unsafe_disable_redaction: bool = False
+    unsafe_disable_ownership: bool = False  # any customer reads and cancels any booking
+    unsafe_disable_service_auth: bool = False  # internal endpoints take any caller
+    unsafe_disable_hold_state_checks: bool = False  # a committed hold may be restored while its booking stands
     # test-only: booking-service exits hard at this saga point (after_hold, after_authorize, after_confirm)
     crash_at: str | None = None
 

@@ -186,7 +186,7 @@ def create_service_app(
     db: Database | None,
     max_body_bytes: int,
     migrations: str | None = None,
-    body_timeout_s: float = 10.0,
+    body_timeout_s: float = Settings.model_fields["request_body_timeout_s"].default,
     on_startup: list[Hook] | None = None,
     on_shutdown: list[Hook] | None = None,
 ) -> FastAPI:

@@ -106,6 +106,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         db=db,
         migrations=script_location(confirmation.__file__),
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
         on_startup=[startup],
         on_shutdown=[shutdown],
     )

@@ -73,6 +73,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry, *, rng: random.Ra
         db=db,
         migrations=script_location(gateway.__file__),
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
     )
     auth = Auth(settings, NAME)
     # a card processor's API key, as it were: only booking-service moves money

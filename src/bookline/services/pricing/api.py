@@ -115,6 +115,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         db=db,
         migrations=script_location(pricing_package.__file__),
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.request_body_timeout_s,
     )
     auth = Auth(settings, SERVICE)
     booking_only = [Depends(auth.services("booking-service"))]

@@ -48,6 +48,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry, *, store: Telemet
         db=None,
         # exports over MAX_BODY_BYTES get the OTLP answer from the route; this limit is only a backstop
         max_body_bytes=2 * MAX_BODY_BYTES,
+        body_timeout_s=settings.request_body_timeout_s,
         on_startup=[store.start],
         on_shutdown=[store.stop],
     )
