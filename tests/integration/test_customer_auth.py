@@ -191,3 +191,17 @@ def test_a_token_minted_by_bookline_token_books(stack, tmp_path: Path):
         timeout=30,
     )
     assert response.status_code == 201, response.text
+
+
+def test_the_token_never_reaches_a_span_and_the_user_id_does(stack, client: Client):
+    token = client.token("judy")
+    booked = client.book(client.body(), user="judy").json()
+    client.get(f"/bookings/{booked['booking_id']}", user="judy")
+    recorded = []
+    for span in stack.spans():
+        recorded.append(span.name + json.dumps(dict(span.attributes), default=str))
+        recorded.extend(e.name + json.dumps(dict(e.attributes), default=str) for e in span.events)
+    text = "\n".join(recorded)
+    assert token not in text and token.split(".")[1] not in text
+    create = [s for s in stack.spans(booked["trace_id"]) if s.name == "booking.create"]
+    assert create[0].attributes["booking.user_id"] == "judy"
