@@ -21,7 +21,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bookline.adapters.db import Database
 from bookline.adapters.mail import Mailer
+from bookline.domain import ids
 from bookline.domain.money import Money
+from bookline.redaction import looks_like_card_number
 from bookline.services.notification.tables import sent_notifications
 from bookline.services.notification.templates import (
     BookingNotice,
@@ -34,7 +36,9 @@ KIND_BY_TOPIC = {
     "booking.cancelled": NotificationKind.CANCELLED,
 }
 GUEST_MAIL_DOMAIN = "guests.bookline.example"
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")  # booking and reservation ids (String(40))
+# every id in the one format the services check (an id ends up in a mail file name)
+_BOOKING_ID = re.compile(ids.BOOKING_ID)
+_RESERVATION_ID = re.compile(ids.RESERVATION_ID)
 _MAILBOX_SAFE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -51,8 +55,8 @@ def parse_notice(body: Mapping[str, Any]) -> BookingNotice:
     """The booking event of a queue message; raises :class:`InvalidNotice` if it is malformed."""
     try:
         notice = BookingNotice(
-            booking_id=_identifier(body, "booking_id"),
-            reservation_id=_identifier(body, "reservation_id"),
+            booking_id=_identifier(body, "booking_id", _BOOKING_ID),
+            reservation_id=_identifier(body, "reservation_id", _RESERVATION_ID),
             confirmation_code=_text(body, "confirmation_code"),
             user_id=_text(body, "user_id"),
             property_id=_text(body, "property_id"),
@@ -153,9 +157,9 @@ def _text(body: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _identifier(body: Mapping[str, Any], key: str) -> str:
+def _identifier(body: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> str:
     value = _text(body, key)
-    if not _ID.fullmatch(value):
+    if not pattern.match(value) or looks_like_card_number(value):
         raise InvalidNotice(f"{key} is not an identifier")
     return value
 
