@@ -12,6 +12,7 @@ bearer security, so a client generator (and Schemathesis) knows to send a token.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -53,17 +54,34 @@ class Auth:
         self.limits = limits or RateLimits(settings)
         self._service_tokens = ServiceTokens.of(service, settings)
         self._customer_tokens = CustomerTokens(settings) if customers else None
+        # addresses whose credentials failed here lately, and when
+        self._suspects: dict[str, float] = {}
+        self._failure_window_s = self.limits.window_s("failed_auth_per_address")
 
     async def _failed(self, request: Request, exc: Unauthenticated, realm: str) -> Unauthenticated:
-        await self.limits.hit("failed_auth_per_address", client_address(request))
+        address = client_address(request)
+        self._suspects[address] = time.monotonic()
+        await self.limits.hit("failed_auth_per_address", address)
         exc.headers = challenge(realm, None if exc.code == "missing_token" else "invalid_token")
         return exc
+
+    async def _refuse_locked_out(self, request: Request) -> None:
+        """429 for an address past its failed authentications, before its credential is even looked at
+        (else a right guess would still tell itself apart). Only an address that failed here within the
+        limit's window is looked up: the limiter (Redis, shared by replicas) is not asked on every call."""
+        address = client_address(request)
+        failed_at = self._suspects.get(address)
+        if failed_at is None:
+            return
+        if time.monotonic() - failed_at > self._failure_window_s:
+            del self._suspects[address]
+            return
+        await self.limits.check("failed_auth_per_address", address)
 
     async def customer(self, request: Request, credentials: Annotated[Bearer, Depends(_customer_bearer)]) -> Customer:
         """The customer calling, proven by its bearer token."""
         assert self._customer_tokens is not None, "this service takes no customer tokens"
-        address = client_address(request)
-        await self.limits.check("failed_auth_per_address", address)
+        await self._refuse_locked_out(request)
         if credentials is None:
             raise await self._failed(
                 request,
@@ -82,7 +100,7 @@ class Auth:
         async def caller(request: Request, credentials: Annotated[Bearer, Depends(_service_bearer)]) -> str:
             if self.unsafe_open:  # test-only: the control test of service credentials
                 return "anyone"
-            await self.limits.check("failed_auth_per_address", client_address(request))
+            await self._refuse_locked_out(request)
             if credentials is None:
                 raise await self._failed(
                     request,

@@ -34,6 +34,10 @@ class RateLimits:
         self._limiter = MovingWindowRateLimiter(_storage(settings))
         self._items = {name: parse(getattr(settings, f"rate_limit_{name}")) for name in RULES}
 
+    def window_s(self, rule: str) -> float:
+        """How long one event counts against ``rule``."""
+        return float(self._items[rule].get_expiry())
+
     async def hit(self, rule: str, key: str) -> None:
         """Count one event against ``rule`` for ``key``; 429 when the limit was already reached."""
         item = self._items[rule]
