@@ -8,9 +8,13 @@ import re
 from functools import lru_cache
 
 REDACTED = "[REDACTED]"
-# 13 to 19 digits, maybe grouped by spaces or dashes, standing alone: not a run of digits inside a
-# longer word such as a hex id (auth_c57c0259a70394040169751f holds fourteen digits in a row)
-_CARD_LIKE = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
+# A run of digits, maybe grouped by single spaces or dashes, wherever it stands: alone, inside a word
+# (x4000056655665556), joined to one by "-" or "_" (u-4111111111111111, guest_5105105105105100). It is a
+# card number when its 13 to 19 digits pass the Luhn check (a longer run: when some 13 to 19 of them
+# in a row do, a card glued to more digits). The Luhn check is what keeps hex ids apart: a run of
+# fourteen digits inside one passes it one time in ten, and ids Bookline makes never hold one.
+_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}")
+MIN_CARD_DIGITS, MAX_CARD_DIGITS = 13, 19
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PARAM_NAMES = (
     "number",
@@ -28,11 +32,8 @@ _PARAM_NAMES = (
 )
 _SENSITIVE_PARAM = re.compile(rf"\b({'|'.join(_PARAM_NAMES)})=([^&\s]*)", re.IGNORECASE)
 _PARAM_NAME_SET = frozenset(_PARAM_NAMES)
-# any of the three in one pass, for text beyond ASCII (where \d and \w also match other scripts)
-_ANYTHING = re.compile("|".join(f"(?:{p.pattern})" for p in (_CARD_LIKE, _EMAIL, _SENSITIVE_PARAM)), re.IGNORECASE)
-_NO_DIGITS = str.maketrans("", "", "0123456789")
+_DIGIT_BYTES = b"0123456789"
 _NO_SEPARATORS = str.maketrans("", "", " -")
-_MIN_CARD_DIGITS = 13
 # texts this long are mostly SQL statements, the same few dozen in every trace: their answer is kept
 _REMEMBERED_FROM = 80
 
@@ -56,13 +57,54 @@ def _needs_scrub_remembered(text: str) -> bool:
 
 
 def _needs_scrub(text: str) -> bool:
-    if not text.isascii():
-        return _ANYTHING.search(text) is not None
     return bool(
         _has_sensitive_param(text)
         or ("@" in text and _EMAIL.search(text))
-        or (len(text) - len(text.translate(_NO_DIGITS)) >= _MIN_CARD_DIGITS and _CARD_LIKE.search(text))
+        or (_may_hold_card(text) and _card_spans(text))
     )
+
+
+def _may_hold_card(text: str) -> bool:
+    """Whether the text has the 13 digits a card number needs (bytes.translate counts them in C)."""
+    if not text.isascii():  # \d also matches the digits of other scripts: let the expression look
+        return True
+    raw = text.encode("ascii")
+    return len(raw) - len(raw.translate(None, _DIGIT_BYTES)) >= MIN_CARD_DIGITS
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum of a card number (what every card number passes)."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def card_in_digits(digits: str) -> str | None:
+    """The card number a run of digits is or holds, or None."""
+    length = len(digits)
+    if length < MIN_CARD_DIGITS:
+        return None
+    if length <= MAX_CARD_DIGITS:
+        return digits if luhn_valid(digits) else None
+    for size in range(MAX_CARD_DIGITS, MIN_CARD_DIGITS - 1, -1):
+        for start in range(length - size + 1):
+            if luhn_valid(window := digits[start : start + size]):
+                return window
+    return None
+
+
+def _card_spans(text: str) -> list[tuple[int, int, str]]:
+    """Where the card numbers of a text stand (start, end) and their digits."""
+    found = []
+    for match in _DIGIT_RUN.finditer(text):
+        card = card_in_digits(match.group().translate(_NO_SEPARATORS))
+        if card is not None:
+            found.append((match.start(), match.end(), card))
+    return found
 
 
 def _has_sensitive_param(text: str) -> bool:
@@ -80,21 +122,34 @@ def _has_sensitive_param(text: str) -> bool:
 
 
 def looks_like_card_number(text: str) -> bool:
-    return bool(_CARD_LIKE.search(text))
+    """Whether the text holds a card number anywhere (what ``scrub`` would redact as one)."""
+    return _may_hold_card(text) and bool(_card_spans(text))
 
 
 def card_like_numbers(text: str) -> list[str]:
-    """The digits of every card-like number in the text (what ``scrub`` would redact), for a check
-    that must also ask whether each one is a real card number (the audit's card scan)."""
-    if text.isascii() and len(text) - len(text.translate(_NO_DIGITS)) < _MIN_CARD_DIGITS:
+    """The digits of every card number in the text (what ``scrub`` redacts), for the audit's card scan."""
+    if not _may_hold_card(text):
         return []
-    return [m.group().translate(_NO_SEPARATORS) for m in _CARD_LIKE.finditer(text)]
+    return [card for _start, _end, card in _card_spans(text)]
+
+
+def _without_cards(text: str) -> str:
+    spans = _card_spans(text) if _may_hold_card(text) else []
+    if not spans:
+        return text
+    parts, position = [], 0
+    for start, end, _card in spans:
+        parts.append(text[position:start])
+        parts.append(REDACTED)
+        position = end
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 def scrub(text: str) -> str:
-    """Remove card-like numbers, e-mail addresses and sensitive query parameters from a string."""
+    """Remove card numbers, e-mail addresses and sensitive query parameters from a string."""
     if not needs_scrub(text):
         return text
     text = _SENSITIVE_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
-    text = _CARD_LIKE.sub(REDACTED, text)
+    text = _without_cards(text)
     return _EMAIL.sub(REDACTED, text)

@@ -122,7 +122,7 @@ def test_missing_idempotency_key_is_400(stack, client: Client, valid: dict):
 
 
 def test_unknown_booking_is_404(client: Client):
-    response = client.get("/bookings/bk_" + "0" * 24)
+    response = client.get("/bookings/bk_" + "a" * 24)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "booking_not_found"
 

@@ -28,8 +28,8 @@ from support.booking import Client, fresh_stay, table_counts
 BOOKING_ROUTES = [
     ("POST", "/bookings"),
     ("GET", "/bookings"),
-    ("GET", "/bookings/bk_" + "0" * 24),
-    ("POST", "/bookings/bk_" + "0" * 24 + "/cancel"),
+    ("GET", "/bookings/bk_" + "a" * 24),
+    ("POST", "/bookings/bk_" + "a" * 24 + "/cancel"),
 ]
 
 

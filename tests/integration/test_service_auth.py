@@ -25,8 +25,8 @@ from bookline.domain.ids import new_reservation_id
 from conftest import start_stack
 from support.booking import Client, as_service, fresh_stay
 
-RSV = "rsv_" + "0" * 24
-AUTH = "auth_" + "0" * 24
+RSV = "rsv_" + "a" * 24
+AUTH = "auth_" + "a" * 24
 # (service, method, path, json): every internal endpoint, and who may call it
 INTERNAL = [
     ("availability-service", "GET", "/properties", None, "booking-service"),

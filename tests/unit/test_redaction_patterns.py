@@ -1,6 +1,6 @@
 """What the redaction step scrubs, and what it leaves alone."""
 
-from bookline.redaction import REDACTED, looks_like_card_number, scrub
+from bookline.redaction import REDACTED, card_like_numbers, looks_like_card_number, luhn_valid, scrub
 
 
 def test_card_numbers_are_scrubbed_whatever_their_separators():
@@ -30,3 +30,36 @@ def test_ids_and_short_numbers_are_left_alone():
 
 def test_a_card_number_is_recognised_inside_an_id():
     assert looks_like_card_number("user 4242424242424242")
+
+
+def test_a_card_number_joined_to_a_word_is_found_wherever_it_stands():
+    for text, kept in (
+        ("u-4111111111111111", "u-"),
+        ("guest_5105105105105100", "guest_"),
+        ("x4000056655665556", "x"),
+        ("371449635398431-z", "-z"),
+        ("378282246310005-confirmed", "-confirmed"),
+        ("no property u-4111111111111111", "no property u-"),
+        ("bk_4242424242424242abcdef01", "bk_"),
+        ("4111 1111 1111 1111", ""),
+        ("4111-1111-1111-1111", ""),
+    ):
+        assert looks_like_card_number(text), text
+        digits = "".join(c for c in text if c.isdigit())[:19]
+        assert REDACTED in scrub(text) and kept in scrub(text)
+        assert digits[:13] not in scrub(text).replace(" ", "").replace("-", ""), scrub(text)
+
+
+def test_a_card_glued_to_more_digits_is_found_and_a_run_failing_luhn_is_not():
+    glued = "ref 99994111111111111111"
+    assert looks_like_card_number(glued) and "4111111111111111" not in scrub(glued)
+    assert all(luhn_valid(card) for card in card_like_numbers(glued))
+    assert not looks_like_card_number("4111111111111112")  # sixteen digits, no checksum
+    assert not looks_like_card_number("order 1234567890123")
+
+
+def test_luhn_is_one_function_for_the_gateway_and_the_redaction():
+    from bookline.services.gateway import cards
+
+    assert cards.luhn_valid is luhn_valid
+    assert luhn_valid("4242424242424242") and not luhn_valid("4242424242424241")

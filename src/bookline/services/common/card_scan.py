@@ -1,9 +1,9 @@
 """The card scan behind every ``GET /admin/card-scan``: look through stored rows for anything that
 is a card number, and say where (table, column, row key) without ever returning the value.
 
-A card number here is what the redaction step would scrub (13 to 19 digits standing alone, maybe
-grouped by spaces or dashes) that also passes the Luhn check, so that an order number or a
-timestamp is not taken for one. A column holding JSON is read as JSON and its strings (keys and
+A card number here is what the redaction step scrubs as one (``bookline.redaction``): 13 to 19
+digits wherever they stand, inside a word or joined to one, maybe grouped by spaces or dashes, that
+pass the Luhn check, so that an order number or a timestamp is not taken for one. A column holding JSON is read as JSON and its strings (keys and
 values) are examined, as the redaction step examines the strings of spans: numbers in JSON are
 durations, counts and timestamps, not cards.
 """
@@ -19,8 +19,7 @@ from typing import Any
 from sqlalchemy import String, Table, select
 
 from bookline.adapters.db import Database
-from bookline.redaction import card_like_numbers, scrub
-from bookline.services.gateway.cards import luhn_valid
+from bookline.redaction import card_like_numbers, luhn_valid, scrub
 
 # an answer names at most this many places; the count of rows with a card is always exact
 MAX_HITS = 1000

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from bookline.domain.errors import InvalidRequest
+from bookline.redaction import luhn_valid
 
 
 class Behavior(StrEnum):
@@ -50,16 +51,6 @@ class CardFacts:
 
 def _invalid(message: str, field: str) -> InvalidRequest:
     return InvalidRequest("invalid_card", message, field=field)
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
 
 
 def brand_of(digits: str) -> str:
