@@ -60,7 +60,7 @@ def made(admin_stack: InProcessStack) -> dict[str, Any]:
     confirmed = client.book(client.body(), user="guest-ok").json()
     declined = client.book(client.body(card=DECLINE), user="guest-declined").json()["error"]
     cancelled = client.book(client.body(), user="guest-cancel").json()
-    client.cancel(cancelled['booking_id'], user="guest-cancel").raise_for_status()
+    client.cancel(cancelled["booking_id"], user="guest-cancel").raise_for_status()
     wanted = {(confirmed["booking_id"], "confirmed"), (cancelled["booking_id"], "confirmed"),
               (cancelled["booking_id"], "cancelled")}  # fmt: skip
     deadline = time.monotonic() + 20

@@ -26,45 +26,69 @@ def _days(n: int) -> str:
 
 CASES = {
     "a user_id in the body (the customer is the token's sub)": (
-        lambda b: {**b, "user_id": "someone-else"}, 422, "validation_error"
+        lambda b: {**b, "user_id": "someone-else"},
+        422,
+        "validation_error",
     ),
     "guests true": (lambda b: {**b, "guests": True}, 422, "validation_error"),
     "guests as a string": (lambda b: {**b, "guests": "2"}, 422, "validation_error"),
     "guests as a float": (lambda b: {**b, "guests": 2.0}, 422, "validation_error"),
     "check_in a datetime": (lambda b: {**b, "check_in": b["check_in"] + "T00:00:00"}, 422, "validation_error"),
     "check_in more than two years ahead": (
-        lambda b: {**b, "check_in": _days(800), "check_out": _days(802)}, 422, "check_in_too_far"
+        lambda b: {**b, "check_in": _days(800), "check_out": _days(802)},
+        422,
+        "check_in_too_far",
     ),
-    "check_in in year 9999": (lambda b: {**b, "check_in": "9999-01-01", "check_out": "9999-01-03"}, 422, "check_in_too_far"),
+    "check_in in year 9999": (
+        lambda b: {**b, "check_in": "9999-01-01", "check_out": "9999-01-03"},
+        422,
+        "check_in_too_far",
+    ),
     "a card number glued to the property id": (
-        lambda b: {**b, "property_id": "prop-4111111111111111"}, 422, "validation_error"
+        lambda b: {**b, "property_id": "prop-4111111111111111"},
+        422,
+        "validation_error",
     ),
     "a card number glued to the room id": (lambda b: {**b, "room_id": "r_4111111111111111"}, 422, "validation_error"),
     "a card token of another format": (
-        lambda b: {**b, "payment": {**b["payment"], "token": "tok_4111111111111111"}}, 422, "validation_error"
+        lambda b: {**b, "payment": {**b["payment"], "token": "tok_4111111111111111"}},
+        422,
+        "validation_error",
     ),
     "missing payment": (lambda b: _without(b, "payment"), 422, "validation_error"),
     "guests not a number": (lambda b: {**b, "guests": "two"}, 422, "validation_error"),
     "unknown source": (lambda b: {**b, "source": "fax"}, 422, "validation_error"),
     "check_in not a date": (lambda b: {**b, "check_in": "next tuesday"}, 422, "validation_error"),
     "check_out before check_in": (
-        lambda b: {**b, "check_in": _days(20), "check_out": _days(18)}, 422, "check_out_not_after_check_in"
+        lambda b: {**b, "check_in": _days(20), "check_out": _days(18)},
+        422,
+        "check_out_not_after_check_in",
     ),
-    "zero nights": (lambda b: {**b, "check_in": _days(20), "check_out": _days(20)}, 422, "check_out_not_after_check_in"),
+    "zero nights": (
+        lambda b: {**b, "check_in": _days(20), "check_out": _days(20)},
+        422,
+        "check_out_not_after_check_in",
+    ),
     "check_in in the past": (lambda b: {**b, "check_in": _days(-2), "check_out": _days(1)}, 422, "check_in_in_past"),
     "stay over 30 nights": (lambda b: {**b, "check_in": _days(10), "check_out": _days(41)}, 422, "stay_too_long"),
     "no guests": (lambda b: {**b, "guests": 0}, 422, "validation_error"),
     "more guests than any room": (lambda b: {**b, "guests": 9}, 422, "guests_exceed_capacity"),
     "more guests than the room": (
-        lambda b: {**b, "guests": 3, "room_id": "prop-00001-r001"}, 422, "guests_exceed_capacity"
+        lambda b: {**b, "guests": 3, "room_id": "prop-00001-r001"},
+        422,
+        "guests_exceed_capacity",
     ),
     "unknown property": (lambda b: {**b, "property_id": "prop-99999"}, 404, "property_not_found"),
     "unknown room": (lambda b: {**b, "room_id": "prop-00001-r999"}, 404, "room_not_found"),
     "card_last_four of 3 digits": (
-        lambda b: {**b, "payment": {**b["payment"], "card_last_four": "424"}}, 422, "validation_error"
+        lambda b: {**b, "payment": {**b["payment"], "card_last_four": "424"}},
+        422,
+        "validation_error",
     ),
     "card_last_four with letters": (
-        lambda b: {**b, "payment": {**b["payment"], "card_last_four": "42a2"}}, 422, "validation_error"
+        lambda b: {**b, "payment": {**b["payment"], "card_last_four": "42a2"}},
+        422,
+        "validation_error",
     ),
     "unknown payment method": (lambda b: {**b, "payment": {**b["payment"], "method": "cash"}}, 422, "validation_error"),
     "an extra field": (lambda b: {**b, "card_number": "4242424242424242"}, 422, "validation_error"),
@@ -90,9 +114,7 @@ def _raw(client: Client, content: bytes, **headers: str):
     return client.http.post(
         f"{client.booking_url}/bookings",
         content=content,
-        headers={
-            "Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4()), **client.auth(), **headers
-        },
+        headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4()), **client.auth(), **headers},
     )
 
 

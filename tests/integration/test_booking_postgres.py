@@ -37,7 +37,7 @@ def test_confirmed_then_cancelled_booking_balances_on_postgres(pg_client: Client
     assert pg_client.book(body, key).json() == created.json()
     booking = created.json()
     assert pg_client.ledger(booking["reservation_id"])["captured_minor"] == booking["total_minor"]
-    cancelled = pg_client.cancel(booking['booking_id'])
+    cancelled = pg_client.cancel(booking["booking_id"])
     assert cancelled.json()["status"] == "cancelled"
     ledger = pg_client.ledger(booking["reservation_id"])
     assert ledger["captured_minor"] - ledger["refunded_minor"] == 0

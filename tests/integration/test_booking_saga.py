@@ -53,8 +53,12 @@ def test_confirmed_booking_is_captured_notified_and_traced_across_six_services(s
     spans = stack.spans(trace_id)
     services = {service_of(s) for s in spans}
     assert services >= {
-        "booking-service", "availability-service", "pricing-engine", "confirmation-service",
-        "payment-gateway", "notification-service",
+        "booking-service",
+        "availability-service",
+        "pricing-engine",
+        "confirmation-service",
+        "payment-gateway",
+        "notification-service",
     }
     server = one(spans, "POST /bookings")
     resource = server.resource.attributes
@@ -67,8 +71,12 @@ def test_confirmed_booking_is_captured_notified_and_traced_across_six_services(s
     assert create.attributes["booking.confirmation_code"] == created["confirmation_code"]
     steps = [s.name for s in ours(children(spans, create))]
     assert steps == [
-        "booking.check_availability", "booking.price_quote", "booking.acquire_lock",
-        "booking.process_payment", "booking.confirm", "payment.capture",
+        "booking.check_availability",
+        "booking.price_quote",
+        "booking.acquire_lock",
+        "booking.process_payment",
+        "booking.confirm",
+        "payment.capture",
     ]
     payment = one(spans, "booking.process_payment")
     assert payment.kind == SpanKind.CLIENT
@@ -183,7 +191,7 @@ def test_cancel_after_confirm_refunds_frees_the_nights_and_mails(stack, client: 
     stay = fresh_stay()
     body = client.body(stay=stay, property_id="prop-00002", room_id="prop-00002-r001", guests=1)
     created = client.book(body).json()
-    response = client.cancel(created['booking_id'])
+    response = client.cancel(created["booking_id"])
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
     assert response.json()["payment"]["status"] == "refunded"
@@ -193,13 +201,13 @@ def test_cancel_after_confirm_refunds_frees_the_nights_and_mails(stack, client: 
     assert again.status_code == 201, again.text
     wait_for((stack.settings.mail_dir / f"{created['booking_id']}-cancelled.eml").exists)
     # cancelling twice changes nothing
-    assert client.cancel(created['booking_id']).status_code == 200
+    assert client.cancel(created["booking_id"]).status_code == 200
     assert client.ledger(created["reservation_id"])["refunded_minor"] == created["total_minor"]
 
 
 def test_a_failed_booking_cannot_be_cancelled(client: Client):
     failed = client.book(client.body(card=DECLINE)).json()["error"]
-    response = client.cancel(failed['booking_id'])
+    response = client.cancel(failed["booking_id"])
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "not_cancellable"
 
@@ -212,8 +220,12 @@ def test_a_room_held_by_another_reservation_is_refused_with_409(stack, client: C
     held = httpx.post(
         f"{stack.url('availability-service')}/holds",
         json={
-            "reservation_id": competitor, "property_id": "prop-00003", "room_id": "prop-00003-r002",
-            "check_in": stay[0].isoformat(), "check_out": stay[1].isoformat(), "ttl_seconds": 600,
+            "reservation_id": competitor,
+            "property_id": "prop-00003",
+            "room_id": "prop-00003-r002",
+            "check_in": stay[0].isoformat(),
+            "check_out": stay[1].isoformat(),
+            "ttl_seconds": 600,
         },
         headers=as_service(stack.key_dir, "booking-service", "availability-service"),
     )
@@ -236,8 +248,11 @@ def test_unavailable_when_every_room_is_taken(client: Client):
 def test_availability_lists_free_rooms_with_nightly_prices(client: Client):
     check_in, check_out = fresh_stay(3)
     response = client.get(
-        "/availability", property_id="prop-00001", check_in=check_in.isoformat(),
-        check_out=check_out.isoformat(), guests=2,
+        "/availability",
+        property_id="prop-00001",
+        check_in=check_in.isoformat(),
+        check_out=check_out.isoformat(),
+        guests=2,
     )
     assert response.status_code == 200
     rooms = response.json()["rooms"]

@@ -28,7 +28,10 @@ async def _storm(client: Client, bodies: list[dict]) -> list[httpx.Response]:
     headers = [{"Idempotency-Key": str(uuid.uuid4()), **client.auth(f"user-{i}")} for i in range(len(bodies))]
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=CONCURRENT)) as http:
         return await asyncio.gather(
-            *(http.post(f"{client.booking_url}/bookings", json=b, headers=h) for b, h in zip(bodies, headers, strict=True))
+            *(
+                http.post(f"{client.booking_url}/bookings", json=b, headers=h)
+                for b, h in zip(bodies, headers, strict=True)
+            )
         )
 
 

@@ -31,8 +31,13 @@ def processes(tmp_path: Path):
 
 
 def crash_mid_booking(stack: ProcessStack, point: str) -> tuple[Client, dict, str]:
-    for spec in ("availability-service", "pricing-engine", "confirmation-service", "payment-gateway",
-                 "notification-service"):
+    for spec in (
+        "availability-service",
+        "pricing-engine",
+        "confirmation-service",
+        "payment-gateway",
+        "notification-service",
+    ):
         stack.start(spec)
     stack.start("booking-service", BOOKLINE_CRASH_AT=point)
     stack.wait_ready([s for s in stack.procs])

@@ -15,11 +15,15 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from bookline.auth.provision import provision_keys
 from bookline.config import Settings
 from bookline.services.gateway.api import build_app
 from bookline.telemetry import setup_telemetry
+from support.booking import as_service, rsv_id
 
 EXP_YEAR = date.today().year + 3
+TOK_X = "tok_" + "c" * 24
+AUTH_X = "auth_" + "d" * 24
 PAYMENT_ATTRIBUTES = {
     "payment.transaction_id",
     "payment.status",
@@ -45,7 +49,7 @@ class Gateway:
         return response.json()["token"]
 
     async def authorize(
-        self, token: str, key: str, *, amount: int = 12_500, reservation: str = "res_1"
+        self, token: str, key: str, *, amount: int = 12_500, reservation: str = rsv_id(1)
     ) -> httpx.Response:
         body = {"token": token, "amount_minor": amount, "currency": "EUR", "reservation_id": reservation}
         return await self.http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": key})
@@ -55,7 +59,7 @@ class Gateway:
             f"/v1/authorizations/{auth_id}/{action}", json=body or None, headers={"Idempotency-Key": key}
         )
 
-    async def ledger(self, reservation: str = "res_1") -> dict:
+    async def ledger(self, reservation: str = rsv_id(1)) -> dict:
         return (await self.http.get("/v1/ledger", params={"reservation_id": reservation})).json()
 
     def internal_spans(self, name: str | None = None) -> list:
@@ -69,11 +73,16 @@ class Gateway:
 @asynccontextmanager
 async def running_gateway(tmp_path, rng: random.Random | None = None, **overrides):
     settings = Settings(data_dir=tmp_path, **overrides)
+    provision_keys(settings)
     spans = InMemorySpanExporter()
     telemetry = setup_telemetry("payment-gateway", settings, span_exporter=spans)
     app = build_app(settings, telemetry, rng=rng)
+    # booking-service, the one service that may move money
+    caller = as_service(settings.key_dir, "booking-service", "payment-gateway")
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=caller
+        ) as http:
             yield Gateway(http, spans)
     telemetry.shutdown()
 
@@ -94,7 +103,7 @@ async def test_tokenize_authorize_capture_refund_adds_up_in_the_ledger(gw):
         "status": "authorized",
         "amount_minor": 12_500,
         "currency": "EUR",
-        "reservation_id": "res_1",
+        "reservation_id": rsv_id(1),
         "last4": "4444",
     }
     assert auth["created_at"]
@@ -120,9 +129,7 @@ async def test_tokenize_authorize_capture_refund_adds_up_in_the_ledger(gw):
 
 async def test_partial_capture_then_default_refund_returns_what_was_captured(gw):
     auth = (await gw.authorize(await gw.token(), "pay-1", amount=10_000)).json()
-    assert (await gw.act(auth["id"], "capture", "cap-1", amount_minor=7_000)).json()[
-        "captured_minor"
-    ] == 7_000
+    assert (await gw.act(auth["id"], "capture", "cap-1", amount_minor=7_000)).json()["captured_minor"] == 7_000
     refunded = (await gw.act(auth["id"], "refund", "ref-1")).json()
     assert (refunded["status"], refunded["refunded_minor"]) == ("refunded", 7_000)
 
@@ -168,18 +175,16 @@ async def test_refund_of_an_authorization_not_captured_is_a_conflict(gw):
 
 
 async def test_unknown_token_and_unknown_authorization_are_not_found(gw):
-    unknown = await gw.authorize("tok_nope", "pay-1")
+    unknown = await gw.authorize("tok_" + "e" * 24, "pay-1")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_token")
-    missing = await gw.act("auth_nope", "capture", "cap-1")
+    missing = await gw.act("auth_" + "f" * 24, "capture", "cap-1")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
-    assert (await gw.http.get("/v1/authorizations/auth_nope")).status_code == 404
+    assert (await gw.http.get("/v1/authorizations/auth_" + "f" * 24)).status_code == 404
 
 
-@pytest.mark.parametrize("path", ["", "/auth_x/capture", "/auth_x/void", "/auth_x/refund"])
+@pytest.mark.parametrize("path", ["", f"/{AUTH_X}/capture", f"/{AUTH_X}/void", f"/{AUTH_X}/refund"])
 async def test_every_post_on_authorizations_needs_an_idempotency_key(gw, path):
-    body = (
-        {"token": "tok_x", "amount_minor": 1, "currency": "EUR", "reservation_id": "r"} if not path else None
-    )
+    body = {"token": TOK_X, "amount_minor": 1, "currency": "EUR", "reservation_id": rsv_id("r")} if not path else None
     response = await gw.http.post(f"/v1/authorizations{path}", json=body)
     assert (response.status_code, response.json()["error"]["code"]) == (400, "missing_idempotency_key")
 
@@ -189,7 +194,7 @@ async def test_every_post_on_authorizations_needs_an_idempotency_key(gw, path):
     [{"amount_minor": 0}, {"amount_minor": 10.5}, {"amount_minor": "100"}, {"currency": "eur"}],
 )
 async def test_an_authorization_needs_a_positive_integer_amount_and_an_iso_currency(gw, changes):
-    body = {"token": "tok_x", "amount_minor": 100, "currency": "EUR", "reservation_id": "r"} | changes
+    body = {"token": TOK_X, "amount_minor": 100, "currency": "EUR", "reservation_id": rsv_id("r")} | changes
     response = await gw.http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "k"})
     assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
 
@@ -277,10 +282,10 @@ async def test_latency_is_added_to_every_payment_operation(tmp_path):
 
 
 async def test_each_operation_has_one_internal_span_with_payment_attributes_only(gw):
-    auth = (await gw.authorize(await gw.token(), "pay-1", reservation="res_9")).json()
+    auth = (await gw.authorize(await gw.token(), "pay-1", reservation=rsv_id(9))).json()
     await gw.act(auth["id"], "capture", "cap-1")
     await gw.act(auth["id"], "refund", "ref-1")
-    other = (await gw.authorize(await gw.token(), "pay-2", reservation="res_9")).json()
+    other = (await gw.authorize(await gw.token(), "pay-2", reservation=rsv_id(9))).json()
     await gw.act(other["id"], "void", "void-1")
 
     spans = gw.internal_spans()
@@ -306,6 +311,6 @@ async def test_each_operation_has_one_internal_span_with_payment_attributes_only
         "payment.card_last_four": "4242",
         "payment.card_brand": "visa",
         "payment.idempotent_replay": False,
-        "booking.reservation_id": "res_9",
+        "booking.reservation_id": rsv_id(9),
     }
     assert spans[0].attributes == {"payment.card_last_four": "4242", "payment.card_brand": "visa"}

@@ -11,6 +11,8 @@ import pytest
 import uvicorn
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from bookline.auth.provision import provision_keys
+from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.domain.errors import (
     BooklineError,
@@ -21,6 +23,7 @@ from bookline.domain.errors import (
 from bookline.services.gateway.api import build_app
 from bookline.services.gateway.client import GatewayClient
 from bookline.telemetry import setup_telemetry
+from support.booking import rsv_id
 
 EXP_YEAR = date.today().year + 3
 
@@ -38,7 +41,9 @@ async def served_gateway(tmp_path, **overrides):
             serving.result()
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    client = GatewayClient(f"http://127.0.0.1:{port}", telemetry, timeout=5.0)
+    provision_keys(settings)
+    credentials = ServiceCredentials.of("booking-service", settings)
+    client = GatewayClient(f"http://127.0.0.1:{port}", telemetry, timeout=5.0, credentials=credentials)
     try:
         yield client
     finally:
@@ -59,7 +64,7 @@ async def authorize(client: GatewayClient, token: str, key: str, **kwargs) -> di
         token=token,
         amount_minor=20_000,
         currency="USD",
-        reservation_id="res_c",
+        reservation_id=rsv_id("c"),
         idempotency_key=key,
         **kwargs,
     )
@@ -71,9 +76,7 @@ async def test_the_client_runs_a_payment_through_its_whole_life(client):
     auth = await authorize(client, card["token"], "pay-1")
     assert auth["status"] == "authorized"
     assert (await client.get(auth["id"]))["id"] == auth["id"]
-    assert (await client.capture(auth["id"], idempotency_key="cap-1", amount_minor=15_000))[
-        "captured_minor"
-    ] == 15_000
+    assert (await client.capture(auth["id"], idempotency_key="cap-1", amount_minor=15_000))["captured_minor"] == 15_000
     partial = await client.refund(auth["id"], idempotency_key="ref-1", amount_minor=5_000)
     assert (partial["status"], partial["refunded_minor"]) == ("partially_refunded", 5_000)
     assert (await client.refund(auth["id"], idempotency_key="ref-2"))["refunded_minor"] == 15_000
@@ -84,7 +87,7 @@ async def test_the_client_runs_a_payment_through_its_whole_life(client):
 
     other = await authorize(client, card["token"], "pay-2")
     assert (await client.void(other["id"], idempotency_key="void-2"))["status"] == "voided"
-    ledger = await client.ledger("res_c")
+    ledger = await client.ledger(rsv_id("c"))
     assert (ledger["authorized_minor"], ledger["captured_minor"], ledger["refunded_minor"]) == (
         40_000,
         15_000,
@@ -123,4 +126,4 @@ async def test_a_timed_out_authorization_is_found_by_its_key_and_a_retry_replays
     assert found is not None and found["status"] == "authorized"
     retried = await authorize(client, card["token"], "pay-slow", timeout=0.3)
     assert retried["id"] == found["id"]
-    assert len((await client.ledger("res_c"))["authorizations"]) == 1
+    assert len((await client.ledger(rsv_id("c")))["authorizations"]) == 1

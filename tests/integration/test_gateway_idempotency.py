@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bookline.config import Settings
 from bookline.services.gateway.api import build_app
 from bookline.telemetry import setup_telemetry
+from support.booking import caller_headers, rsv_id
 
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": date.today().year + 3, "cvc": "123"}
 
@@ -37,7 +38,10 @@ async def running_gateway(tmp_path, rng: random.Random | None = None, **override
     telemetry = setup_telemetry("payment-gateway", settings, span_exporter=spans)
     app = build_app(settings, telemetry, rng=rng)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        caller = caller_headers(settings, "booking-service", "payment-gateway")
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=caller
+        ) as http:
             yield http, spans
     telemetry.shutdown()
 
@@ -63,12 +67,12 @@ async def token(http: httpx.AsyncClient, number: str = CARD["number"]) -> str:
 
 
 async def authorize(http, tok: str, key: str, amount: int = 9_900) -> httpx.Response:
-    body = {"token": tok, "amount_minor": amount, "currency": "EUR", "reservation_id": "res_1"}
+    body = {"token": tok, "amount_minor": amount, "currency": "EUR", "reservation_id": rsv_id(1)}
     return await http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": key})
 
 
 async def ledger(http) -> dict:
-    return (await http.get("/v1/ledger", params={"reservation_id": "res_1"})).json()
+    return (await http.get("/v1/ledger", params={"reservation_id": rsv_id(1)})).json()
 
 
 def replay_flags(spans: InMemorySpanExporter, name: str) -> list[bool]:
@@ -168,8 +172,6 @@ async def test_a_capture_key_reused_for_another_amount_is_refused(http):
 
 
 async def test_a_key_is_scoped_to_its_operation(http):
-    auth = (await authorize(http, await token(http), "res_1")).json()
-    captured = await http.post(
-        f"/v1/authorizations/{auth['id']}/capture", headers={"Idempotency-Key": "res_1"}
-    )
+    auth = (await authorize(http, await token(http), rsv_id(1))).json()
+    captured = await http.post(f"/v1/authorizations/{auth['id']}/capture", headers={"Idempotency-Key": rsv_id(1)})
     assert (captured.status_code, captured.json()["status"]) == (200, "captured")

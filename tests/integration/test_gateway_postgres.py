@@ -15,14 +15,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bookline.config import Settings
 from bookline.services.gateway.api import build_app
 from bookline.telemetry import setup_telemetry
+from support.booking import caller_headers, rsv_id
 from support.postgres import PG_URL, require_postgres_async
 
 pytestmark = pytest.mark.postgres
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DATABASE_URL = PG_URL
-
-
 
 
 @pytest.fixture
@@ -39,8 +38,9 @@ async def http(tmp_path):
     app = build_app(settings, telemetry)
     try:
         async with app.router.lifespan_context(app):
+            caller = caller_headers(settings, "booking-service", "payment-gateway")
             async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://gw"
+                transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=caller
             ) as client:
                 yield client
     finally:
@@ -55,7 +55,7 @@ async def http(tmp_path):
 async def test_authorize_and_capture_on_postgresql(http):
     card = {"number": "4242424242424242", "exp_month": 12, "exp_year": date.today().year + 3, "cvc": "123"}
     token = (await http.post("/v1/tokens", json=card)).json()["token"]
-    body = {"token": token, "amount_minor": 30_000, "currency": "EUR", "reservation_id": "res_pg"}
+    body = {"token": token, "amount_minor": 30_000, "currency": "EUR", "reservation_id": rsv_id("pg")}
     key = {"Idempotency-Key": "pay-pg"}
 
     answers = await asyncio.gather(
@@ -67,11 +67,9 @@ async def test_authorize_and_capture_on_postgresql(http):
     replay = await http.post("/v1/authorizations", json=body, headers=key)
     assert replay.json() == auth
 
-    captured = await http.post(
-        f"/v1/authorizations/{auth['id']}/capture", headers={"Idempotency-Key": "cap-pg"}
-    )
+    captured = await http.post(f"/v1/authorizations/{auth['id']}/capture", headers={"Idempotency-Key": "cap-pg"})
     assert (captured.status_code, captured.json()["status"]) == (200, "captured")
-    ledger = (await http.get("/v1/ledger", params={"reservation_id": "res_pg"})).json()
+    ledger = (await http.get("/v1/ledger", params={"reservation_id": rsv_id("pg")})).json()
     assert (len(ledger["authorizations"]), ledger["authorized_minor"], ledger["captured_minor"]) == (
         1,
         30_000,

@@ -18,6 +18,7 @@ from bookline.config import Settings
 from bookline.services.gateway.api import build_app
 from bookline.services.gateway.cards import TEST_CARDS, luhn_valid
 from bookline.telemetry import setup_telemetry
+from support.booking import caller_headers, rsv_id
 
 EXP = {"exp_month": 11, "exp_year": date.today().year + 4}
 CVC = "8317"
@@ -61,7 +62,10 @@ async def test_no_card_number_cvc_or_expiry_reaches_the_database_spans_logs_or_e
     bodies: list[str] = []
 
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        caller = caller_headers(settings, "booking-service", "payment-gateway")
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=caller
+        ) as http:
             for i, number in enumerate(good + spaced):
                 made = await http.post("/v1/tokens", json={"number": number, "cvc": CVC, **EXP})
                 assert made.status_code == 201
@@ -70,11 +74,9 @@ async def test_no_card_number_cvc_or_expiry_reaches_the_database_spans_logs_or_e
                     "token": made.json()["token"],
                     "amount_minor": 100,
                     "currency": "EUR",
-                    "reservation_id": "r",
+                    "reservation_id": rsv_id("r"),
                 }
-                answer = await http.post(
-                    "/v1/authorizations", json=body, headers={"Idempotency-Key": f"k{i}"}
-                )
+                answer = await http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": f"k{i}"})
                 bodies.append(answer.text)
                 if answer.status_code == 201:
                     captured = await http.post(
@@ -89,7 +91,7 @@ async def test_no_card_number_cvc_or_expiry_reaches_the_database_spans_logs_or_e
             wrong_type = await http.post("/v1/tokens", json={"number": [good[0]], "cvc": CVC, **EXP})
             assert wrong_type.status_code == 422
             bodies.append(wrong_type.text)
-            bodies.append((await http.get("/v1/ledger", params={"reservation_id": "r"})).text)
+            bodies.append((await http.get("/v1/ledger", params={"reservation_id": rsv_id("r")})).text)
             files_while_running = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     telemetry.shutdown()
     files_after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}

@@ -70,7 +70,9 @@ def test_same_key_while_the_first_is_running_is_409_in_flight(tmp_path: Path):
     try:
         client = client_of(stack)
         body = client.body()
-        first, second = asyncio.run(_twice_at_once(f"{client.booking_url}/bookings", body, str(uuid.uuid4()), client.auth()))
+        first, second = asyncio.run(
+            _twice_at_once(f"{client.booking_url}/bookings", body, str(uuid.uuid4()), client.auth())
+        )
     finally:
         stack.stop()
     # whichever claimed the key first books; the other is told it is in flight

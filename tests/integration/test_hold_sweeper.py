@@ -40,9 +40,7 @@ def test_a_hold_past_its_ttl_is_expired_counted_and_traced(tmp_path):
         assert len(sweeps) == 1, "a sweep that expired nothing must leave no trace"
         sweep = sweeps[0]
         assert sweep.attributes["hold.expired_count"] == 1
-        assert [(e.name, e.attributes["booking.reservation_id"]) for e in sweep.events] == [
-            ("hold_expired", first)
-        ]
+        assert [(e.name, e.attributes["booking.reservation_id"]) for e in sweep.events] == [("hold_expired", first)]
         assert sweep.parent is None
         expired = stack.metric_points("availability-service", "booking.holds.expired")
         assert sum(p.value for p in expired) == 1

@@ -93,17 +93,13 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 5.0) -> Any:
 async def running_service(settings: Settings) -> AsyncIterator[Service]:
     exporter = InMemorySpanExporter()
     reader = InMemoryMetricReader()
-    telemetry = setup_telemetry(
-        "notification-service", settings, span_exporter=exporter, metric_readers=[reader]
-    )
+    telemetry = setup_telemetry("notification-service", settings, span_exporter=exporter, metric_readers=[reader])
     app = build_app(settings, telemetry)
     producer = SqliteQueue(settings.queue_path, visibility_timeout_s=30)
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://notification"
-            ) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://notification") as client:
                 yield Service(settings, telemetry, exporter, reader, client, producer)
     finally:
         await producer.close()
@@ -120,9 +116,7 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
 def queue_states(settings: Settings) -> dict[str, str]:
     with sqlite3.connect(settings.queue_path) as conn:
         return dict(
-            conn.execute(
-                "SELECT message_id, state FROM deliveries WHERE consumer = 'notification-service'"
-            ).fetchall()
+            conn.execute("SELECT message_id, state FROM deliveries WHERE consumer = 'notification-service'").fetchall()
         )
 
 
@@ -202,9 +196,7 @@ async def test_second_message_for_the_same_booking_and_kind_sends_no_second_emai
     await eventually(lambda: service.spans("booking.confirmed process"))
 
     second_id, _ = await service.publish("booking.confirmed", booking_event("bk_2"))
-    processes = await eventually(
-        lambda: (s := service.spans("booking.confirmed process")) and len(s) == 2 and s
-    )
+    processes = await eventually(lambda: (s := service.spans("booking.confirmed process")) and len(s) == 2 and s)
 
     duplicate = next(s for s in processes if s.attributes["messaging.message.id"] == second_id)
     assert duplicate.attributes["notification.duplicate"] is True
@@ -217,26 +209,18 @@ async def test_second_message_for_the_same_booking_and_kind_sends_no_second_emai
 
 
 async def test_cancellation_is_a_second_kind_with_its_own_email(service: Service):
-    await service.publish(
-        "booking.confirmed", booking_event("bk_3", currency="JPY", total_minor=45000)
-    )
-    await service.publish(
-        "booking.cancelled", booking_event("bk_3", currency="JPY", total_minor=45000)
-    )
+    await service.publish("booking.confirmed", booking_event("bk_3", currency="JPY", total_minor=45000))
+    await service.publish("booking.cancelled", booking_event("bk_3", currency="JPY", total_minor=45000))
 
     cancelled = service.settings.mail_dir / "bk_3-cancelled.eml"
-    await eventually(
-        lambda: cancelled.exists() and len(service.spans("notification.send_email")) == 2
-    )
+    await eventually(lambda: cancelled.exists() and len(service.spans("notification.send_email")) == 2)
 
     message = email.message_from_bytes(cancelled.read_bytes(), policy=policy.default)
     assert message["Subject"] == "Your booking BKL-7K3M-Q9XZ is cancelled"
     assert "45,000 JPY" in message.get_content()
     [process] = await eventually(lambda: service.spans("booking.cancelled process"))
     assert process.attributes["messaging.destination.name"] == "booking.cancelled"
-    kinds = sorted(
-        s.attributes["notification.kind"] for s in service.spans("notification.send_email")
-    )
+    kinds = sorted(s.attributes["notification.kind"] for s in service.spans("notification.send_email"))
     assert kinds == ["cancelled", "confirmed"]
     response = await service.client.get("/notifications", params={"booking_id": "bk_3"})
     assert sorted(r["kind"] for r in response.json()["notifications"]) == ["cancelled", "confirmed"]
@@ -333,15 +317,11 @@ def test_money_is_formatted_from_minor_units_with_the_currency_exponent():
 # --- PostgreSQL: the same guard on the other engine ------------------------------------------
 
 
-
-
 @pytest.mark.postgres
 async def test_on_postgresql_a_redelivered_event_sends_no_second_email(tmp_path: Path):
     await require_postgres_async()
     prefix = f"t{uuid4().hex[:8]}_"
-    settings = Settings(
-        data_dir=tmp_path, queue_poll_interval_s=0.02, database_url=PG_URL, db_schema_prefix=prefix
-    )
+    settings = Settings(data_dir=tmp_path, queue_poll_interval_s=0.02, database_url=PG_URL, db_schema_prefix=prefix)
     try:
         async with running_service(settings) as service:
             first_id, _ = await service.publish("booking.confirmed", booking_event("bk_pg"))

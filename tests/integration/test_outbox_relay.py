@@ -132,9 +132,7 @@ async def test_relaying_twice_publishes_once(db, outbox, queue, relay):
     assert [d.message_id for d in await queue.receive([TOPIC], consumer=CONSUMER)] == ["e1"]
 
 
-async def test_a_crash_between_publish_and_mark_only_republishes_the_same_message(
-    db, outbox, queue, relay
-):
+async def test_a_crash_between_publish_and_mark_only_republishes_the_same_message(db, outbox, queue, relay):
     async with db.write() as conn:
         await add_to_outbox(conn, outbox, topic=TOPIC, payload={"n": 1}, event_id="e1")
     await relay.relay_once()
@@ -183,17 +181,13 @@ async def test_background_relay_publishes_new_rows_and_stops_promptly(db, outbox
         assert loop.time() - started < 1.0
 
 
-async def test_idle_polls_of_an_instrumented_database_leave_no_spans(
-    db, outbox, relay, telemetry, exporter
-):
+async def test_idle_polls_of_an_instrumented_database_leave_no_spans(db, outbox, relay, telemetry, exporter):
     telemetry.instrument_engine(db.sync_engine)
     with telemetry.tracer.start_as_current_span("probe"):
         async with db.read() as conn:
             await conn.execute(select(outbox.c.event_id))
     if [s.name for s in exporter.get_finished_spans()] == ["probe"]:
-        pytest.skip(
-            "telemetry.instrument_engine did not instrument the engine (SQLAlchemy version?)"
-        )
+        pytest.skip("telemetry.instrument_engine did not instrument the engine (SQLAlchemy version?)")
     exporter.clear()
 
     for _ in range(3):

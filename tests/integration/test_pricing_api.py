@@ -24,6 +24,7 @@ from bookline.seed import seed_inventory
 from bookline.services.pricing.api import build_app
 from bookline.services.pricing.tables import quotes, rate_plans
 from bookline.telemetry import setup_telemetry
+from support.booking import caller_headers
 from support.postgres import PG_URL, require_postgres_async
 
 STAY = {"check_in": "2031-03-06", "check_out": "2031-03-10"}  # Thursday to Monday
@@ -48,7 +49,8 @@ async def running_pricing(settings: Settings) -> AsyncIterator[Pricing]:
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://pricing") as http:
+            caller = caller_headers(settings, "booking-service", "pricing-engine")
+            async with httpx.AsyncClient(transport=transport, base_url="http://pricing", headers=caller) as http:
                 yield Pricing(http, exporter, settings)
     finally:
         telemetry.shutdown()
@@ -61,9 +63,7 @@ async def pricing(tmp_path) -> AsyncIterator[Pricing]:
 
 
 def pricing_db(settings: Settings) -> Database:
-    return Database(
-        settings.database_url_of("pricing-engine"), schema=settings.schema_of("pricing-engine")
-    )
+    return Database(settings.database_url_of("pricing-engine"), schema=settings.schema_of("pricing-engine"))
 
 
 async def rate_plan(settings: Settings, room_id: str) -> RatePlan:
@@ -91,8 +91,7 @@ def expected_body(plan: RatePlan, guests: int) -> dict:
     return {
         "currency": plan.currency,
         "nights": [
-            {"night": n.night.isoformat(), "amount_minor": n.amount_minor, "rules": n.rules}
-            for n in priced.nights
+            {"night": n.night.isoformat(), "amount_minor": n.amount_minor, "rules": n.rules} for n in priced.nights
         ],
         "subtotal_minor": priced.subtotal.minor,
         "taxes_minor": priced.taxes.minor,
@@ -242,7 +241,7 @@ async def test_quote_for_a_room_of_another_property_is_404_room_not_priced(prici
 
 
 async def test_unknown_quote_is_404_quote_not_found(pricing):
-    response = await pricing.http.get("/quotes/q_0123456789abcdef")
+    response = await pricing.http.get("/quotes/q_" + "ab" * 16)
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "quote_not_found"
@@ -264,9 +263,7 @@ async def test_check_out_not_after_check_in_is_422_invalid_stay(pricing, check_o
 
 
 async def test_stay_longer_than_the_maximum_is_422_invalid_stay(pricing):
-    response = await pricing.http.post(
-        "/quotes", json=quote_request(check_in="2031-03-01", check_out="2031-05-01")
-    )
+    response = await pricing.http.post("/quotes", json=quote_request(check_in="2031-03-01", check_out="2031-05-01"))
 
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_stay"
@@ -303,8 +300,6 @@ async def test_rooms_seeded_while_the_engine_runs_are_priced(pricing):
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
-
-
 @pytest.mark.postgres
 async def test_quote_round_trip_on_postgresql(tmp_path):
     await require_postgres_async()
@@ -326,3 +321,10 @@ async def test_quote_round_trip_on_postgresql(tmp_path):
     assert created.status_code == 201 and fetched.status_code == 200
     assert fetched.json() == created.json()
     assert created.json()["total_minor"] == expected_body(plan, guests=2)["total_minor"]
+
+
+async def test_a_quote_id_out_of_its_format_is_422(pricing):
+    for quote_id in ("q_0123456789abcdef", "q_4111111111111111" + "ab" * 8, "4242424242424242"):
+        response = await pricing.http.get(f"/quotes/{quote_id}")
+        assert response.status_code == 422, quote_id
+        assert "4111111111111111" not in response.text and "4242424242424242" not in response.text

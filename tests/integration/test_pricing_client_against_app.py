@@ -4,6 +4,8 @@ from datetime import date
 
 import pytest
 
+from bookline.auth.provision import provision_keys
+from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.domain.errors import BooklineError
 from bookline.seed import seed_inventory
@@ -20,7 +22,10 @@ async def client(tmp_path):
     telemetry = setup_telemetry("pricing-engine", settings)
     app = build_app(settings, telemetry)
     async with served(app) as url:
-        client = PricingClient(url, telemetry, timeout=5)
+        provision_keys(settings)
+        client = PricingClient(
+            url, telemetry, timeout=5, credentials=ServiceCredentials.of("booking-service", settings)
+        )
         yield client
         await client.aclose()
     telemetry.shutdown()
@@ -32,9 +37,7 @@ async def test_client_prices_rooms_then_quotes_one_and_reads_the_quote_back(clie
     prices = await client.price_rooms(
         property_id="prop-00002", room_ids=["prop-00002-r001", "prop-00002-r002"], guests=2, **stay
     )
-    quote = await client.create_quote(
-        property_id="prop-00002", room_id="prop-00002-r002", guests=2, **stay
-    )
+    quote = await client.create_quote(property_id="prop-00002", room_id="prop-00002-r002", guests=2, **stay)
     fetched = await client.get_quote(quote["quote_id"])
 
     assert [p["room_id"] for p in prices] == ["prop-00002-r001", "prop-00002-r002"]
@@ -46,6 +49,6 @@ async def test_client_prices_rooms_then_quotes_one_and_reads_the_quote_back(clie
 async def test_client_raises_quote_not_found_for_an_unknown_quote(client):
     # codes without a class of their own in domain.errors come back as BooklineError
     with pytest.raises(BooklineError) as err:
-        await client.get_quote("q_unknown")
+        await client.get_quote("q_" + "ab" * 16)
 
     assert (err.value.status, err.value.code) == (404, "quote_not_found")

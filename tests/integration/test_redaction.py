@@ -30,8 +30,12 @@ def send_card_numbers_everywhere(stack) -> list[httpx.Response]:
     responses.append(client.book({**body, "card_number": PAN, "cvc": "123"}))
     responses.append(client.book(body, key=PAN))  # a card number as the Idempotency-Key
     http = client.http
-    responses.append(http.get(f"{client.booking_url}/availability", params={
-        "property_id": PAN, "check_in": body["check_in"], "check_out": body["check_out"], "guests": 1}))
+    responses.append(
+        http.get(
+            f"{client.booking_url}/availability",
+            params={"property_id": PAN, "check_in": body["check_in"], "check_out": body["check_out"], "guests": 1},
+        )
+    )
     responses.append(http.get(f"{client.booking_url}/properties/{PAN}"))
     responses.append(http.get(f"{client.booking_url}/properties", params={"city": PAN, "number": PAN}))
     responses.append(http.get(f"{client.booking_url}/bookings/{PAN}", headers={"X-Card": PAN}))

@@ -112,8 +112,6 @@ async def test_inventory_spreads_over_the_cities_with_their_currency_and_sensibl
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 
-
-
 @asynccontextmanager
 async def postgres_settings(tmp_path):
     await require_postgres_async()

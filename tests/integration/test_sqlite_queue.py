@@ -32,9 +32,7 @@ async def test_published_message_is_received_with_body_headers_and_first_attempt
     queue: SqliteQueue,
 ):
     before = time.time()
-    await queue.publish(
-        TOPIC, {"booking_id": "b1"}, headers={"traceparent": "00-x"}, message_id="m1"
-    )
+    await queue.publish(TOPIC, {"booking_id": "b1"}, headers={"traceparent": "00-x"}, message_id="m1")
 
     [delivery] = await queue.receive([TOPIC], consumer="notification-service")
 
@@ -167,12 +165,7 @@ async def test_connections_opening_a_new_queue_file_at_once_all_succeed(tmp_path
         path = tmp_path / f"queue{attempt}.db"
         queues = [SqliteQueue(path, visibility_timeout_s=30) for _ in range(8)]
         try:
-            await asyncio.gather(
-                *(
-                    q.publish(TOPIC, {}, headers={}, message_id=f"m{i}")
-                    for i, q in enumerate(queues)
-                )
-            )
+            await asyncio.gather(*(q.publish(TOPIC, {}, headers={}, message_id=f"m{i}") for i, q in enumerate(queues)))
             assert len(await queues[0].receive([TOPIC], consumer="g")) == 8
         finally:
             for q in queues:
@@ -237,9 +230,7 @@ async def test_consumer_processes_claim_disjoint_messages(tmp_path: Path):
     await producer.close()
 
     workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WORKER, str(path)], stdout=subprocess.PIPE, text=True
-        )
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(path)], stdout=subprocess.PIPE, text=True)
         for _ in range(3)
     ]
     outputs = [json.loads(w.communicate(timeout=60)[0]) for w in workers]
@@ -290,7 +281,9 @@ async def test_an_acked_message_is_delivered_once_more_when_the_redelivery_fault
 
 
 async def test_the_redelivery_fault_acts_per_consumer_group(tmp_path: Path):
-    queue = SqliteQueue(tmp_path / "queue.db", visibility_timeout_s=30.0, redelivery_rate=lambda: 1.0, redelivery_delay_s=0)
+    queue = SqliteQueue(
+        tmp_path / "queue.db", visibility_timeout_s=30.0, redelivery_rate=lambda: 1.0, redelivery_delay_s=0
+    )
     try:
         await queue.publish(TOPIC, {}, headers={}, message_id="m1")
         [mine] = await queue.receive([TOPIC], consumer="g")

@@ -28,7 +28,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory):
     stack = start_stack(tmp_path_factory.mktemp("contract"))
     client = Client.for_stack(stack)
     created = client.book(client.body()).json()
-    client.cancel(created['booking_id'])
+    client.cancel(created["booking_id"])
     for card in (DECLINE, GATEWAY_500, SLOW):
         client.book(client.body(card=card))
     client.book(client.body(property_id="prop-99999"))
@@ -37,14 +37,16 @@ def traffic(tmp_path_factory: pytest.TempPathFactory):
 
     async def storm() -> None:
         async with httpx.AsyncClient(timeout=60) as http:
-            await asyncio.gather(*(
-                http.post(
-                    f"{client.booking_url}/bookings",
-                    json=b,
-                    headers={"Idempotency-Key": str(uuid.uuid4()), **client.auth(f"racer-{i}")},
+            await asyncio.gather(
+                *(
+                    http.post(
+                        f"{client.booking_url}/bookings",
+                        json=b,
+                        headers={"Idempotency-Key": str(uuid.uuid4()), **client.auth(f"racer-{i}")},
+                    )
+                    for i, b in enumerate(bodies)
                 )
-                for i, b in enumerate(bodies)
-            ))
+            )
 
     asyncio.run(storm())
     asyncio.run(asyncio.sleep(1.0))  # let the notifications of the confirmed and cancelled booking land
@@ -97,10 +99,21 @@ def test_every_span_of_ours_is_declared_with_its_kind_service_and_attributes(tra
 def test_the_traffic_covers_the_booking_spans_of_the_contract(traffic):
     seen = {s.name for s in ours(traffic.spans())}
     booking_flow = {
-        "booking.create", "booking.check_availability", "booking.price_quote", "booking.acquire_lock",
-        "booking.process_payment", "booking.confirm", "booking.rollback", "booking.release_lock",
-        "payment.void", "payment.refund", "booking.restore_inventory", "booking.confirmed publish",
-        "booking.confirmed process", "notification.send_email", "booking.cancelled publish",
+        "booking.create",
+        "booking.check_availability",
+        "booking.price_quote",
+        "booking.acquire_lock",
+        "booking.process_payment",
+        "booking.confirm",
+        "booking.rollback",
+        "booking.release_lock",
+        "payment.void",
+        "payment.refund",
+        "booking.restore_inventory",
+        "booking.confirmed publish",
+        "booking.confirmed process",
+        "notification.send_email",
+        "booking.cancelled publish",
     }
     assert booking_flow <= seen, booking_flow - seen
 
@@ -138,8 +151,14 @@ def test_metrics_are_declared_with_their_attributes(traffic):
                     continue
                 for metric in sm.metrics:
                     seen[metric.name] = (service, metric)
-    expected = {"booking.attempts", "booking.duration_ms", "booking.lock.contentions", "booking.payment.outcomes",
-                "booking.rollbacks", "notification.delivery_lag_ms"}
+    expected = {
+        "booking.attempts",
+        "booking.duration_ms",
+        "booking.lock.contentions",
+        "booking.payment.outcomes",
+        "booking.rollbacks",
+        "notification.delivery_lag_ms",
+    }
     assert expected <= set(seen), expected - set(seen)
     for name, (service, metric) in seen.items():
         contract = REGISTRY["metrics"].get(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import sqlite3
 import uuid
@@ -12,8 +13,10 @@ from typing import Any
 import httpx
 
 from bookline.auth.customers import mint_customer_token
+from bookline.auth.provision import provision_keys
 from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
+from bookline.redaction import looks_like_card_number
 
 APPROVE = "4242424242424242"
 DECLINE = "4000000000000002"
@@ -133,3 +136,27 @@ def table_counts(data_dir: Path) -> dict[str, int]:
 def as_service(key_dir: Path, caller: str, target: str) -> dict[str, str]:
     """The Authorization header ``caller`` presents to ``target`` (a test standing in for a service)."""
     return ServiceCredentials.of(caller, Settings(keys_dir=key_dir)).headers_for(target)
+
+
+def well_formed_id(prefix: str, label: object) -> str:
+    """A stable id in Bookline's one format (``prefix`` + 24 hex digits) named by ``label``: tests that
+    made up ids such as "bk_1" say ``well_formed_id("bk_", 1)``."""
+    for attempt in range(100):
+        candidate = prefix + hashlib.sha256(f"{label}/{attempt}".encode()).hexdigest()[:24]
+        if not looks_like_card_number(candidate):
+            return candidate
+    raise AssertionError("no id without a card-like run")  # pragma: no cover
+
+
+def bk_id(label: object) -> str:
+    return well_formed_id("bk_", label)
+
+
+def rsv_id(label: object) -> str:
+    return well_formed_id("rsv_", label)
+
+
+def caller_headers(settings: Settings, caller: str, target: str) -> dict[str, str]:
+    """``as_service`` for a test that runs one service's app itself: the keys are provisioned first."""
+    provision_keys(settings)
+    return ServiceCredentials.of(caller, settings).headers_for(target)
