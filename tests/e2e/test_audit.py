@@ -57,7 +57,7 @@ def test_audit_passes_on_a_healthy_stack_and_names_the_booking_and_trace_of_each
         refusal = client.book(client.body(card=DECLINE), user="guest-declined").json()
         declined = {**refusal["error"], "trace_id": refusal["trace_id"]}
         cancelled = client.book(client.body(), user="guest-cancel").json()
-        client.cancel(cancelled['booking_id'], user="guest-cancel").raise_for_status()
+        client.cancel(cancelled["booking_id"], user="guest-cancel").raise_for_status()
 
         def notified() -> bool:
             r = httpx.get(f"{up.url('notification-service')}/admin/notifications", headers=admin, timeout=5)

@@ -74,12 +74,15 @@ async def _book_and_collect(tmp_path: Path) -> tuple[Receiver, dict]:
     async with fake_peer(receiver.handle) as endpoint:
         settings = stack_settings(tmp_path)
         await seed_inventory(settings, properties=2, rooms_per_property=4, seed=5)
-        stack = ProcessStack(settings, env={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_BSP_SCHEDULE_DELAY": "200",
-            "OTEL_METRIC_EXPORT_INTERVAL": "500",
-            "OTEL_BLRP_SCHEDULE_DELAY": "200",
-        })
+        stack = ProcessStack(
+            settings,
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "OTEL_METRIC_EXPORT_INTERVAL": "500",
+                "OTEL_BLRP_SCHEDULE_DELAY": "200",
+            },
+        )
         try:
             await asyncio.to_thread(stack.start_all)
             client = Client.for_stack(stack)
@@ -102,8 +105,12 @@ async def test_a_booking_exported_over_otlp_is_one_trace_across_six_services(tmp
     receiver, created = await _book_and_collect(tmp_path)
     trace = [(svc, s) for svc, s in receiver.spans() if s.trace_id.hex() == created["trace_id"]]
     assert {svc for svc, _ in trace} == {
-        "booking-service", "availability-service", "pricing-engine", "confirmation-service",
-        "payment-gateway", "notification-service",
+        "booking-service",
+        "availability-service",
+        "pricing-engine",
+        "confirmation-service",
+        "payment-gateway",
+        "notification-service",
     }
     # each incoming request is traced once (FastAPI's own telemetry stays off beside the instrumentation)
     servers = [s.name for _, s in trace if s.name == "POST /bookings"]

@@ -23,6 +23,7 @@ import pytest
 from bookline.seed import seed_inventory
 from support.booking import DECLINE, Client
 from support.browser import chromium_path, launched_chromium
+from support.otlp import INGEST, INGEST_TOKEN
 from support.stack import ProcessStack, free_ports, stack_settings
 
 pytestmark = pytest.mark.stack
@@ -133,7 +134,7 @@ def _post_hostile_trace(url: str) -> str:
         ]
     }
     response = httpx.post(
-        f"{url}/v1/traces", content=json.dumps(body), headers={"content-type": "application/json"}, timeout=5
+        f"{url}/v1/traces", content=json.dumps(body), headers={"content-type": "application/json", **INGEST}, timeout=5
     )
     assert response.status_code == 200, response.text
     return trace_id
@@ -145,7 +146,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     data_dir: Path = tmp_path_factory.mktemp("viewer")
     policies = data_dir / "keep-all.yaml"
     policies.write_text(KEEP_ALL)
-    settings = stack_settings(data_dir, telemetry_port=free_ports(1)[0], sampling_policy_file=policies)
+    settings = stack_settings(
+        data_dir, telemetry_port=free_ports(1)[0], sampling_policy_file=policies, telemetry_ingest_token=INGEST_TOKEN
+    )
     asyncio.run(seed_inventory(settings, properties=2, rooms_per_property=4, seed=11))
     url = settings.url_of("telemetry")
     # the store gets no OTEL_* variables: it must not export its own spans into itself

@@ -34,13 +34,18 @@ from bookline.services.notification.api import build_app
 from bookline.services.notification.consumer import NotificationConsumer
 from bookline.services.notification.templates import format_money
 from bookline.telemetry import ServiceTelemetry, inject_context, setup_telemetry
+from support.booking import bk_id, rsv_id
 from support.postgres import PG_URL, require_postgres_async
 
+ADMIN_TOKEN = "notification-test-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+BK_1 = bk_id("1")
 
-def booking_event(booking_id: str = "bk_1", **overrides: Any) -> dict[str, Any]:
+
+def booking_event(booking_id: str = BK_1, **overrides: Any) -> dict[str, Any]:
     return {
         "booking_id": booking_id,
-        "reservation_id": f"res_{booking_id}",
+        "reservation_id": rsv_id(booking_id),
         "confirmation_code": "BKL-7K3M-Q9XZ",
         "user_id": "u_42",
         "property_id": "prop_kyoto_1",
@@ -108,7 +113,7 @@ async def running_service(settings: Settings) -> AsyncIterator[Service]:
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
-    settings = Settings(data_dir=tmp_path, queue_poll_interval_s=0.02)
+    settings = Settings(data_dir=tmp_path, queue_poll_interval_s=0.02, admin_token=ADMIN_TOKEN)
     async with running_service(settings) as svc:
         yield svc
 
@@ -128,9 +133,9 @@ async def test_health_names_the_service(service: Service):
 
 
 async def test_confirmed_booking_sends_one_email_in_the_trace_of_the_producer(service: Service):
-    message_id, producer_span = await service.publish("booking.confirmed", booking_event("bk_1"))
+    message_id, producer_span = await service.publish("booking.confirmed", booking_event(bk_id("1")))
 
-    eml = service.settings.mail_dir / "bk_1-confirmed.eml"
+    eml = service.settings.mail_dir / f"{BK_1}-confirmed.eml"
     await eventually(eml.exists)
     [process] = await eventually(lambda: service.spans("booking.confirmed process"))
 
@@ -144,15 +149,15 @@ async def test_confirmed_booking_sends_one_email_in_the_trace_of_the_producer(se
         "messaging.operation.type": "process",
         "messaging.destination.name": "booking.confirmed",
         "messaging.message.id": message_id,
-        "booking.reservation_id": "res_bk_1",
-        "booking.id": "bk_1",
+        "booking.reservation_id": rsv_id(BK_1),
+        "booking.id": bk_id("1"),
     }
     assert process.status.status_code is StatusCode.UNSET
 
     [send] = service.spans("notification.send_email")
     assert send.kind is SpanKind.CLIENT
     assert send.parent is not None and send.parent.span_id == process.context.span_id
-    assert dict(send.attributes) == {"notification.kind": "confirmed", "booking.id": "bk_1"}
+    assert dict(send.attributes) == {"notification.kind": "confirmed", "booking.id": bk_id("1")}
 
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     assert message["From"] == "Bookline <bookings@bookline.example>"
@@ -163,15 +168,15 @@ async def test_confirmed_booking_sends_one_email_in_the_trace_of_the_producer(se
     assert "prop_kyoto_1-r2" in text
     assert "1,234.50 EUR" in text
 
-    response = await service.client.get("/notifications", params={"booking_id": "bk_1"})
-    [row] = response.json()["notifications"]
-    assert row["booking_id"] == "bk_1" and row["kind"] == "confirmed"
+    response = await service.client.get("/admin/notifications", headers=ADMIN)
+    [row] = [n for n in response.json()["notifications"] if n["booking_id"] == BK_1]
+    assert row["booking_id"] == bk_id("1") and row["kind"] == "confirmed"
     assert row["message_id"] == message_id
     assert queue_states(service.settings) == {message_id: "acked"}
 
 
 async def test_delivery_lag_is_recorded_per_destination(service: Service):
-    await service.publish("booking.confirmed", booking_event("bk_lag"))
+    await service.publish("booking.confirmed", booking_event(bk_id("lag")))
     await eventually(lambda: service.spans("booking.confirmed process"))
 
     data = service.metrics.get_metrics_data()
@@ -192,27 +197,27 @@ async def test_delivery_lag_is_recorded_per_destination(service: Service):
 async def test_second_message_for_the_same_booking_and_kind_sends_no_second_email(
     service: Service,
 ):
-    first_id, _ = await service.publish("booking.confirmed", booking_event("bk_2"))
+    first_id, _ = await service.publish("booking.confirmed", booking_event(bk_id("2")))
     await eventually(lambda: service.spans("booking.confirmed process"))
 
-    second_id, _ = await service.publish("booking.confirmed", booking_event("bk_2"))
+    second_id, _ = await service.publish("booking.confirmed", booking_event(bk_id("2")))
     processes = await eventually(lambda: (s := service.spans("booking.confirmed process")) and len(s) == 2 and s)
 
     duplicate = next(s for s in processes if s.attributes["messaging.message.id"] == second_id)
     assert duplicate.attributes["notification.duplicate"] is True
     assert len(service.spans("notification.send_email")) == 1
-    assert [p.name for p in service.mails()] == ["bk_2-confirmed.eml"]
-    response = await service.client.get("/notifications", params={"booking_id": "bk_2"})
+    assert [p.name for p in service.mails()] == [f"{bk_id('2')}-confirmed.eml"]
+    response = await service.client.get("/admin/notifications", headers=ADMIN)
     assert [r["message_id"] for r in response.json()["notifications"]] == [first_id]
     # the duplicate is settled, not left to come back
     assert queue_states(service.settings) == {first_id: "acked", second_id: "acked"}
 
 
 async def test_cancellation_is_a_second_kind_with_its_own_email(service: Service):
-    await service.publish("booking.confirmed", booking_event("bk_3", currency="JPY", total_minor=45000))
-    await service.publish("booking.cancelled", booking_event("bk_3", currency="JPY", total_minor=45000))
+    await service.publish("booking.confirmed", booking_event(bk_id("3"), currency="JPY", total_minor=45000))
+    await service.publish("booking.cancelled", booking_event(bk_id("3"), currency="JPY", total_minor=45000))
 
-    cancelled = service.settings.mail_dir / "bk_3-cancelled.eml"
+    cancelled = service.settings.mail_dir / f"{bk_id('3')}-cancelled.eml"
     await eventually(lambda: cancelled.exists() and len(service.spans("notification.send_email")) == 2)
 
     message = email.message_from_bytes(cancelled.read_bytes(), policy=policy.default)
@@ -222,12 +227,12 @@ async def test_cancellation_is_a_second_kind_with_its_own_email(service: Service
     assert process.attributes["messaging.destination.name"] == "booking.cancelled"
     kinds = sorted(s.attributes["notification.kind"] for s in service.spans("notification.send_email"))
     assert kinds == ["cancelled", "confirmed"]
-    response = await service.client.get("/notifications", params={"booking_id": "bk_3"})
+    response = await service.client.get("/admin/notifications", headers=ADMIN)
     assert sorted(r["kind"] for r in response.json()["notifications"]) == ["cancelled", "confirmed"]
 
 
 async def test_recipient_address_appears_in_no_span_and_no_log_row(service: Service):
-    await service.publish("booking.confirmed", booking_event("bk_4"))
+    await service.publish("booking.confirmed", booking_event(bk_id("4")))
     await eventually(lambda: service.spans("booking.confirmed process"))
 
     for span in service.exporter.get_finished_spans():
@@ -239,7 +244,7 @@ async def test_recipient_address_appears_in_no_span_and_no_log_row(service: Serv
 
 
 async def test_an_event_that_can_never_be_notified_is_dropped_with_an_error_span(service: Service):
-    message_id, _ = await service.publish("booking.confirmed", {"booking_id": "bk_5"})
+    message_id, _ = await service.publish("booking.confirmed", {"booking_id": bk_id("5")})
 
     [process] = await eventually(lambda: service.spans("booking.confirmed process"))
 
@@ -290,7 +295,7 @@ async def test_a_failed_send_is_nacked_and_retried_until_sent(tmp_path: Path):
             poll_interval_s=0.01,
             retry_delay_s=0.1,
         )
-        await queue.publish("booking.confirmed", booking_event("bk_6"), headers={}, message_id="m6")
+        await queue.publish("booking.confirmed", booking_event(bk_id("6")), headers={}, message_id="m6")
 
         assert await consumer.process_once() == 1  # fails, nacked for 0.1 s
         assert await consumer.process_once() == 0  # not visible yet
@@ -300,7 +305,7 @@ async def test_a_failed_send_is_nacked_and_retried_until_sent(tmp_path: Path):
         failed, sent = [s for s in exporter.get_finished_spans() if s.name.endswith(" process")]
         assert failed.status.status_code is StatusCode.ERROR
         assert sent.status.status_code is StatusCode.UNSET
-        assert (settings.mail_dir / "bk_6-confirmed.eml").exists()
+        assert (settings.mail_dir / f"{bk_id('6')}-confirmed.eml").exists()
         assert queue_states(settings) == {"m6": "acked"}
     finally:
         await queue.close()
@@ -321,15 +326,21 @@ def test_money_is_formatted_from_minor_units_with_the_currency_exponent():
 async def test_on_postgresql_a_redelivered_event_sends_no_second_email(tmp_path: Path):
     await require_postgres_async()
     prefix = f"t{uuid4().hex[:8]}_"
-    settings = Settings(data_dir=tmp_path, queue_poll_interval_s=0.02, database_url=PG_URL, db_schema_prefix=prefix)
+    settings = Settings(
+        data_dir=tmp_path,
+        queue_poll_interval_s=0.02,
+        database_url=PG_URL,
+        db_schema_prefix=prefix,
+        admin_token=ADMIN_TOKEN,
+    )
     try:
         async with running_service(settings) as service:
-            first_id, _ = await service.publish("booking.confirmed", booking_event("bk_pg"))
-            second_id, _ = await service.publish("booking.confirmed", booking_event("bk_pg"))
+            first_id, _ = await service.publish("booking.confirmed", booking_event(bk_id("pg")))
+            second_id, _ = await service.publish("booking.confirmed", booking_event(bk_id("pg")))
             await eventually(lambda: len(service.spans("booking.confirmed process")) == 2)
             assert len(service.spans("notification.send_email")) == 1
-            assert [p.name for p in service.mails()] == ["bk_pg-confirmed.eml"]
-            response = await service.client.get("/notifications", params={"booking_id": "bk_pg"})
+            assert [p.name for p in service.mails()] == [f"{bk_id('pg')}-confirmed.eml"]
+            response = await service.client.get("/admin/notifications", headers=ADMIN)
             assert len(response.json()["notifications"]) == 1
             assert queue_states(service.settings) == {first_id: "acked", second_id: "acked"}
     finally:

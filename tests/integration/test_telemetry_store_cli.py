@@ -19,7 +19,7 @@ from bookline.config import Settings
 from bookline.services.telemetry.api import build_app
 from bookline.telemetry import setup_telemetry
 from bookline.traces_cli import traces_app
-from support.otlp import kv
+from support.otlp import INGEST, INGEST_TOKEN, kv
 from support.serving import served
 from support.stack import free_ports
 
@@ -126,11 +126,11 @@ def bookings() -> bytes:
 
 @pytest.fixture
 async def store_url(tmp_path: Path) -> AsyncIterator[str]:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, telemetry_ingest_token=INGEST_TOKEN)
     async with served(build_app(settings, setup_telemetry("telemetry", settings))) as url:
         async with httpx.AsyncClient() as http:
             answer = await http.post(
-                f"{url}/v1/traces", content=bookings(), headers={"content-type": "application/x-protobuf"}
+                f"{url}/v1/traces", content=bookings(), headers={"content-type": "application/x-protobuf", **INGEST}
             )
             assert answer.status_code == 200
         yield url

@@ -37,6 +37,7 @@ from bookline.config import Settings
 from bookline.services.telemetry.api import build_app
 from bookline.services.telemetry.otlp import MAX_BODY_BYTES
 from bookline.telemetry import setup_telemetry
+from support.otlp import INGEST, INGEST_TOKEN
 from support.serving import served
 
 # errors are kept, everything else dropped, after a short wait (a test cannot wait 10 s per trace)
@@ -54,14 +55,14 @@ policies:
 async def store_url(tmp_path: Path) -> AsyncIterator[str]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    settings = Settings(data_dir=tmp_path, sampling_policy_file=policy)
+    settings = Settings(data_dir=tmp_path, sampling_policy_file=policy, telemetry_ingest_token=INGEST_TOKEN)
     async with served(build_app(settings, setup_telemetry("telemetry", settings))) as url:
         yield url
 
 
 def providers(url: str, service: str) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers=INGEST)))
     return provider
 
 
@@ -174,7 +175,7 @@ async def test_logs_exported_by_the_sdk_are_found_by_their_trace(store_url: str)
     def log_in_a_span() -> str:
         logger_provider = LoggerProvider(resource=Resource.create({"service.name": "booking-service"}))
         logger_provider.add_log_record_processor(
-            SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{store_url}/v1/logs"))
+            SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{store_url}/v1/logs", headers=INGEST))
         )
         logger = logging.getLogger("bookline.test.store")
         logger.propagate = False
@@ -202,7 +203,7 @@ async def test_logs_exported_by_the_sdk_are_found_by_their_trace(store_url: str)
 async def test_metrics_exported_by_the_sdk_feed_the_metric_api_and_the_dashboard(store_url: str):
     def export_metrics() -> None:
         reader = PeriodicExportingMetricReader(
-            OTLPMetricExporter(endpoint=f"{store_url}/v1/metrics"), export_interval_millis=60_000
+            OTLPMetricExporter(endpoint=f"{store_url}/v1/metrics", headers=INGEST), export_interval_millis=60_000
         )
         provider = MeterProvider(resource=Resource.create({"service.name": "booking-service"}), metric_readers=[reader])
         meter = provider.get_meter("bookline")
@@ -251,7 +252,7 @@ def raw_request(*, bad_spans: int = 0) -> bytes:
 
 async def post(url: str, body: bytes, **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as http:
-        return await http.post(f"{url}/v1/traces", content=body, headers=headers)
+        return await http.post(f"{url}/v1/traces", content=body, headers={**INGEST, **headers})
 
 
 async def test_a_partially_invalid_export_is_accepted_with_the_rejected_count(store_url: str):

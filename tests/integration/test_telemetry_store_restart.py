@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from bookline.services.telemetry.decode_pool import WORKER_BYTES
+from support.otlp import INGEST, INGEST_TOKEN
 from support.stack import free_ports
 
 POLICY = """\
@@ -41,7 +42,12 @@ class StoreProcess:
         policy = data_dir / "policy.yaml"
         policy.write_text(POLICY)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOKLINE_", "OTEL_"))}
-        self.env.update(BOOKLINE_TELEMETRY_PORT=str(self.port), BOOKLINE_SAMPLING_POLICY_FILE=str(policy), **env)
+        self.env.update(
+            BOOKLINE_TELEMETRY_PORT=str(self.port),
+            BOOKLINE_SAMPLING_POLICY_FILE=str(policy),
+            BOOKLINE_TELEMETRY_INGEST_TOKEN=INGEST_TOKEN,
+            **env,
+        )
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> StoreProcess:
@@ -94,7 +100,7 @@ def processes() -> Iterator[list[StoreProcess]]:
 def export_trace(url: str, *, failing: bool) -> str:
     """Export a three-span trace with the SDK; SimpleSpanProcessor returns once the store said 200."""
     provider = TracerProvider(resource=Resource.create({"service.name": "booking-service"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces", headers=INGEST)))
     tracer = provider.get_tracer("bookline")
     with tracer.start_as_current_span("POST /bookings") as root:
         with tracer.start_as_current_span("booking.create") as create:
@@ -124,7 +130,7 @@ def large_export(url: str, trace_id: bytes, spans: int = 400) -> None:
         span.attributes.add(key="padding").value.string_value = "x" * 100
     body = request.SerializeToString()
     assert len(body) > WORKER_BYTES
-    answer = httpx.post(f"{url}/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+    answer = httpx.post(f"{url}/v1/traces", content=body, headers={"content-type": "application/x-protobuf", **INGEST})
     assert answer.status_code == 200
 
 

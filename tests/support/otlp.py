@@ -16,3 +16,9 @@ def kv(key: str, value: object) -> KeyValue:
     if isinstance(value, list):
         return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=[kv("", v).value for v in value])))
     return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+# the telemetry store takes an export only from an authenticated sender: tests that export by hand
+# (or with the SDK's exporters) present this ingest token, which the stores they start are given
+INGEST_TOKEN = "test-ingest-token"
+INGEST = {"authorization": f"Bearer {INGEST_TOKEN}"}

@@ -51,9 +51,12 @@ async def test_price_rooms_is_retried_twice_when_the_engine_is_unavailable():
 
     async with fake_peer(handler) as url:
         client = client_for(url)
-        assert await client.price_rooms(
-            property_id="p1", room_ids=["r1"], check_in="2031-03-06", check_out="2031-03-07", guests=1
-        ) == []
+        assert (
+            await client.price_rooms(
+                property_id="p1", room_ids=["r1"], check_in="2031-03-06", check_out="2031-03-07", guests=1
+            )
+            == []
+        )
         await client.aclose()
 
 
