@@ -9,7 +9,10 @@ operations per second. Unlike ``bookline load`` this is a closed model: a user w
 before its next task, so a slow Bookline is sent less (see deploy/locust/README.md).
 
 A booking tokenizes its card at the gateway first (the card number goes there and nowhere else:
-Locust never records request bodies), then books with a fresh Idempotency-Key. 402 and 409 answers
+Locust never records request bodies), then books with a fresh Idempotency-Key, as a customer of its
+own: a bearer token signed by the stack's local issuer, whose key is in the stack's data directory
+(``--data-dir``, else ``BOOKLINE_DATA_DIR``, else ./var). A cancel or a duplicate submit is sent by
+the customer who booked. 402 and 409 answers
 are results of a booking system, not failures of the test: they count as successes in Locust's
 table and by code in the outcome table printed at the end. Failures are the 5xx answers, transport
 errors, and a duplicate submit whose answer differs from the first (``duplicate_mismatch``).
@@ -25,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from locust import HttpUser, constant_throughput, events
 
+from bookline.auth.customers import LocalIssuer
 from bookline.config import Settings
 from bookline.load.inventory import HOT_FIRST_DAY, HOT_NIGHTS, HotRoom, Inventory, Stay
 from bookline.load.operations import Answer, stored_booking_id
@@ -43,6 +47,7 @@ def _options(parser) -> None:
     group.add_argument("--hot-rooms", type=int, default=0, help="K rooms a share of the bookings fights over")
     group.add_argument("--hot-share", type=float, default=0.5, help="share of bookings aimed at the hot rooms")
     group.add_argument("--cards", default=DEFAULT_CARDS, help="test cards and their shares, as for bookline load")
+    group.add_argument("--data-dir", default="", help="the stack's data directory (its local issuer signs tokens)")
 
 
 class Shared:
@@ -52,8 +57,9 @@ class Shared:
         self.lock = threading.Lock()  # gevent patches it into a greenlet lock under Locust
         self.inventory: Inventory | None = None
         self.confirmed = 0
-        self.cancellable: list[str] = []  # confirmed by this run and not cancelled yet
-        self.sent: list[tuple[str, dict, int, object]] = []  # key, body (holds a token), status, answer
+        self.cancellable: list[tuple[str, str]] = []  # (booking, customer) confirmed by this run, not cancelled
+        self.sent: list[tuple[str, str, dict, int, object]] = []  # key, customer, body (a card token), status, answer
+        self.issuer: LocalIssuer | None = None
         self.outcomes: Counter[str] = Counter()
 
 
@@ -92,9 +98,13 @@ class BooklineUser(HttpUser):
         self.cards = [card for card, _ in cards]
         self.card_weights = [weight for _, weight in cards]
         with shared.lock:
+            if shared.issuer is None:
+                settings = Settings(data_dir=options.data_dir) if options.data_dir else Settings()
+                shared.issuer = LocalIssuer(settings)
             if shared.inventory is None:
                 shared.inventory = self._discover(options.hot_rooms)
         self.inventory = shared.inventory
+        self.issuer = shared.issuer
 
     # discovery, once per process ------------------------------------------------------------
     def _discover(self, hot_rooms: int) -> Inventory:
@@ -147,27 +157,31 @@ class BooklineUser(HttpUser):
         body = self._booking_body() | {
             "payment": {"method": "card", "token": token.json()["token"], "card_last_four": token.json()["last4"]}
         }
-        key = str(uuid.uuid4())
+        key, customer = str(uuid.uuid4()), f"locust-{uuid.uuid4().hex[:12]}"
         status, answer = self._request(
-            "book", "POST", "/bookings", name="POST /bookings", json=body, headers={"Idempotency-Key": key}
-        )
+            "book", "POST", "/bookings", name="POST /bookings", json=body,
+            headers={"Idempotency-Key": key, **self._auth(customer)}, customer=customer,
+        )  # fmt: skip
         if stored_booking_id(Answer(status, answer)):  # stored under the key: a duplicate must get it back
-            shared.sent.append((key, body, status, answer))
+            shared.sent.append((key, customer, body, status, answer))
 
     def cancel(self) -> None:
         if not shared.cancellable:
             self.book()
             return
-        booking_id = shared.cancellable.pop(self.rng.randrange(len(shared.cancellable)))
-        self._request("cancel", "POST", f"/bookings/{booking_id}/cancel", name="POST /bookings/[id]/cancel")
+        booking_id, customer = shared.cancellable.pop(self.rng.randrange(len(shared.cancellable)))
+        self._request(
+            "cancel", "POST", f"/bookings/{booking_id}/cancel", name="POST /bookings/[id]/cancel",
+            headers=self._auth(customer),
+        )  # fmt: skip
 
     def duplicate(self) -> None:
         if not shared.sent:
             self.book()
             return
-        key, body, status, answer = self.rng.choice(shared.sent)
+        key, customer, body, status, answer = self.rng.choice(shared.sent)
         with self.client.post(
-            "/bookings", json=body, headers={"Idempotency-Key": key},
+            "/bookings", json=body, headers={"Idempotency-Key": key, **self._auth(customer)},
             name="POST /bookings (duplicate)", catch_response=True,
         ) as response:  # fmt: skip
             if response.status_code == status and _json(response) == answer:
@@ -180,7 +194,7 @@ class BooklineUser(HttpUser):
     # helpers ---------------------------------------------------------------------------------
     def _booking_body(self) -> dict:
         inv = self.inventory
-        body = {"user_id": f"locust-{uuid.uuid4().hex[:12]}", "source": self.rng.choice(SOURCES)}
+        body = {"source": self.rng.choice(SOURCES)}
         if inv.hot_rooms and inv.hot_stay and self.rng.random() < self.environment.parsed_options.hot_share:
             room = self.rng.choice(inv.hot_rooms)
             return (
@@ -189,7 +203,12 @@ class BooklineUser(HttpUser):
         stay = inv.spread_stay(self.rng)
         return body | {"property_id": self.rng.choice(inv.property_ids), "guests": 1} | stay.params()
 
-    def _request(self, operation: str, method: str, path: str, *, name: str, **kwargs) -> tuple[int, object]:
+    def _auth(self, customer: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.issuer.mint(customer)}"}
+
+    def _request(
+        self, operation: str, method: str, path: str, *, name: str, customer: str = "", **kwargs
+    ) -> tuple[int, object]:
         """One request, counted by outcome; only an answer a working system would not give fails."""
         with self.client.request(method, path, name=name, catch_response=True, **kwargs) as response:
             answer = _json(response)
@@ -199,7 +218,7 @@ class BooklineUser(HttpUser):
                 response.success()
                 if response.status_code == 201 and isinstance(answer, dict) and answer.get("booking_id"):
                     shared.confirmed += 1
-                    shared.cancellable.append(answer["booking_id"])
+                    shared.cancellable.append((answer["booking_id"], customer))
             else:
                 response.failure(outcome)
         return response.status_code, answer

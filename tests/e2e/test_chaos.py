@@ -86,7 +86,7 @@ def crash_a_few_times(up: RunningUp, data_dir: Path, stop: threading.Event) -> l
 
 
 def run_load(up: RunningUp, report: Path, *options: str) -> dict[str, Any]:
-    done = bookline(up, "load", "--json", str(report), "--seed", "4", *options)
+    done = bookline(up, "load", "--json", str(report), "--seed", "4", "--data-dir", str(up.data_dir), *options)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(report.read_text())
 

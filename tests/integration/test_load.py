@@ -15,13 +15,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
+from bookline.auth.provision import provision_keys
 from bookline.cli import app
+from bookline.config import Settings
 from bookline.load.options import TEST_CARDS
 from conftest import start_stack
+from support.booking import Client
 from support.stack import free_ports
 
 OUTCOME = re.compile(r"^(\d{3}( [a-z][a-z0-9_]*)?|transport_error|timeout|dropped|duplicate_mismatch)$")
@@ -33,10 +35,24 @@ ALL_CARDS = ",".join(f"{name}=1" for name in ("approve", "decline", "insufficien
 def run_load(stack, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(
         app,
-        ["load", "--url", stack.url("booking-service"), "--gateway-url", stack.url("payment-gateway"), *args],
+        [
+            "load",
+            "--url",
+            stack.url("booking-service"),
+            "--gateway-url",
+            stack.url("payment-gateway"),
+            "--data-dir",
+            str(stack.settings.data_dir),
+            *args,
+        ],  # fmt: skip
         env={"COLUMNS": "120"},
     )
     return result.exit_code, result.output
+
+
+def support_staff(stack) -> Client:
+    """Reads any booking: a token with the admin scope."""
+    return Client.for_stack(stack)
 
 
 def booking_rows(data_dir: Path) -> Counter[str]:
@@ -100,7 +116,7 @@ def test_bookings_are_confirmed_and_the_service_agrees(loaded):
     assert book.get("201", 0) > 0
     assert book.get("402 payment_declined", 0) > 0  # a third of the cards decline
     for booking_id in confirmed:
-        booking = httpx.get(f"{stack.url('booking-service')}/bookings/{booking_id}").json()
+        booking = support_staff(stack).get(f"/bookings/{booking_id}", user="support", admin=True).json()
         assert booking["status"] == ("cancelled" if booking_id in cancelled else "confirmed"), booking
 
 
@@ -115,7 +131,7 @@ def test_hot_rooms_are_fought_over_and_never_booked_twice(loaded):
     assert lost > 0, book  # bookings lost the race for a hot room-night
     won, held = 0, Counter()
     for booking_id in report["bookings"]["confirmed"]:
-        booking = httpx.get(f"{stack.url('booking-service')}/bookings/{booking_id}").json()
+        booking = support_staff(stack).get(f"/bookings/{booking_id}", user="support", admin=True).json()
         if booking["room_id"] in hot_rooms and booking["check_in"] == hot_stay["check_in"]:
             won += 1
             held[booking["room_id"]] += booking["status"] == "confirmed"
@@ -178,13 +194,24 @@ def test_bad_options_exit_2_with_a_message(args, says):
     assert "424242424" not in result.output
 
 
-def test_a_booking_service_that_does_not_answer_exits_1():
+def test_a_booking_service_that_does_not_answer_exits_1(tmp_path):
     (port,) = free_ports(1)
+    provision_keys(Settings(data_dir=tmp_path))
     result = CliRunner().invoke(
-        app, ["load", "--url", f"http://127.0.0.1:{port}", "--rate", "5", "--duration", "1s"], env={"COLUMNS": "200"}
+        app,
+        ["load", "--url", f"http://127.0.0.1:{port}", "--rate", "5", "--duration", "1s", "--data-dir", str(tmp_path)],
+        env={"COLUMNS": "200"},
     )
     assert result.exit_code == 1, result.output
     assert "does not answer" in result.output
+
+
+def test_without_the_stacks_keys_the_load_says_where_to_find_them(tmp_path):
+    result = CliRunner().invoke(
+        app, ["load", "--rate", "5", "--duration", "1s", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "--data-dir" in result.output and "Traceback" not in result.output
 
 
 def test_the_locustfile_runs_the_same_mix_headless(tmp_path):
@@ -197,7 +224,7 @@ def test_the_locustfile_runs_the_same_mix_headless(tmp_path):
             [sys.executable, "-m", "locust", "-f", str(Path(__file__).parents[2] / "deploy/locust/locustfile.py"),
              "--headless", "-u", "8", "-r", "8", "-t", "4s", "--only-summary", "--csv", str(tmp_path / "locust"),
              "--host", stack.url("booking-service"), "--gateway-url", stack.url("payment-gateway"),
-             "--hot-rooms", "2", "--mix", MIX, "--cards", ALL_CARDS],
+             "--hot-rooms", "2", "--mix", MIX, "--cards", ALL_CARDS, "--data-dir", str(stack.settings.data_dir)],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     finally:

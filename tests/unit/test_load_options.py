@@ -213,8 +213,8 @@ def test_the_json_summary_has_the_documented_shape():
     stats.finished("book", "409 lock_contention", 40.0)
     stats.was_dropped("book")
     bookings = Bookings()
-    bookings.saw_confirmed("bk_1")
-    bookings.saw_confirmed("bk_1")
+    bookings.saw_confirmed("bk_1", "load-1")
+    bookings.saw_confirmed("bk_1", "load-1")
     inventory = Inventory(property_ids=["prop-00001"], cities=["Lisbon"], today=date.today())
     report = to_json(RunResult(options(), inventory, stats, bookings, duration_s=2.0))
 

@@ -153,21 +153,34 @@ class CustomerTokens:
             raise Unauthenticated("invalid_token", "the token is malformed or its signature is wrong") from None
 
 
+class LocalIssuer:
+    """The local issuer of ``bookline up``: signs customer tokens with the key in ``DATA_DIR/keys``,
+    what an identity provider does for a deployment. Load generators keep one and mint a token per
+    simulated customer (the key is read once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.issuer = settings.jwt_issuer or LOCAL_ISSUER
+        self.audience = settings.jwt_audience
+        self._key = KeyDir(settings.key_dir).load_private(ISSUER_KEY)  # MissingKeyError when never provisioned
+
+    def mint(self, user_id: str, *, admin: bool = False, ttl_s: float = 3600.0) -> str:
+        problem = subject_error(user_id)
+        if problem is not None:
+            raise ValueError(problem.replace("the token's sub", "a user id"))
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": user_id,
+            "iat": now,
+            "exp": now + int(ttl_s),
+            "jti": uuid.uuid4().hex,
+        }
+        if admin:
+            claims["scope"] = ADMIN_SCOPE
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": ISSUER_KEY})
+
+
 def mint_customer_token(settings: Settings, user_id: str, *, admin: bool = False, ttl_s: float = 3600.0) -> str:
     """A token of the local issuer (``bookline token``): what an identity provider gives a customer."""
-    problem = subject_error(user_id)
-    if problem is not None:
-        raise ValueError(problem.replace("the token's sub", "a user id"))
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": settings.jwt_issuer or LOCAL_ISSUER,
-        "aud": settings.jwt_audience,
-        "sub": user_id,
-        "iat": now,
-        "exp": now + int(ttl_s),
-        "jti": uuid.uuid4().hex,
-    }
-    if admin:
-        claims["scope"] = ADMIN_SCOPE
-    key = KeyDir(settings.key_dir).load_private(ISSUER_KEY)
-    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": ISSUER_KEY})
+    return LocalIssuer(settings).mint(user_id, admin=admin, ttl_s=ttl_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 
+from bookline.auth.customers import LocalIssuer
+from bookline.auth.keys import MissingKeyError
 from bookline.config import Settings
 from bookline.load import report
 from bookline.load.engine import run_load
@@ -55,10 +58,15 @@ def load(
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="the same seed plans the same run")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds before a request counts as timeout")] = 30.0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="the stack's data directory: its local issuer signs the customers' tokens"),
+    ] = None,
 ) -> None:
     """Send an open-model load (constant arrival rate) of searches, bookings, cancellations and
-    duplicate submits to a running Bookline, then print throughput, latency and outcomes."""
-    settings = Settings()
+    duplicate submits to a running Bookline, then print throughput, latency and outcomes. Every booking
+    is a customer of its own, with a token of the stack's local issuer."""
+    settings = Settings(data_dir=data_dir) if data_dir is not None else Settings()
     try:
         options = build_options(
             rate=rate,
@@ -78,13 +86,18 @@ def load(
     except OptionError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    try:
+        issuer = LocalIssuer(settings)
+    except MissingKeyError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}; pass the stack's --data-dir")
+        raise typer.Exit(2) from None
 
     console.print(
         f"load: {options.rate:g}/s for {options.duration_s:g} s ({options.arrivals} arrivals) "
         f"against {escape(options.url)}, at most {options.concurrency} in flight"
     )
     try:
-        result = _run_with_progress(options)
+        result = _run_with_progress(options, issuer.mint)
     except InventoryError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
@@ -98,7 +111,7 @@ def load(
         console.print(f"summary written to {escape(str(json_file))}")
 
 
-def _run_with_progress(options: LoadOptions):
+def _run_with_progress(options: LoadOptions, mint: Callable[[str], str]):
     progress = Progress(
         TextColumn("[bold]load[/]"),
         BarColumn(),
@@ -123,4 +136,4 @@ def _run_with_progress(options: LoadOptions):
         )
 
     with progress:
-        return asyncio.run(run_load(options, on_tick=tick))
+        return asyncio.run(run_load(options, on_tick=tick, mint=mint))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import httpx
 
 from bookline.load.inventory import Inventory, discover
-from bookline.load.operations import Bookings, Operations
+from bookline.load.operations import Bookings, Mint, Operations
 from bookline.load.options import OPERATIONS, LoadOptions
 from bookline.load.schedule import plan
 from bookline.load.stats import CLIENT_ERROR, RunStats
@@ -41,17 +41,19 @@ async def run_load(
     on_tick: Tick | None = None,
     tick_s: float = 0.2,
     transport: httpx.AsyncBaseTransport | None = None,
+    mint: Mint | None = None,
 ) -> RunResult:
     """Find the inventory, then send every planned arrival on time; raises
     :class:`~bookline.load.inventory.InventoryError` when booking-service cannot be used at all.
-    ``transport`` replaces the network (tests of the scheduler alone)."""
+    ``transport`` replaces the network (tests of the scheduler alone); ``mint`` gives each simulated
+    customer's bearer token (default: an unsigned placeholder, for such tests)."""
     rng = random.Random(options.seed)
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     timeout = httpx.Timeout(options.timeout_s)
     async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as http:
         today = datetime.now(UTC).date()  # the services' calendar: a stay may not start before it
         inventory = await discover(http, options.url, hot_rooms=options.hot_rooms, rng=rng, today=today)
-        operations = Operations(http, options, inventory, rng)
+        operations = Operations(http, options, inventory, rng, mint or _placeholder_token)
         stats = RunStats.for_operations(OPERATIONS)
         duration_s = await _send_on_time(options, operations, stats, rng, on_tick, tick_s)
     return RunResult(options, inventory, stats, operations.bookings, duration_s)
@@ -113,3 +115,7 @@ async def _tick(on_tick: Tick, stats: RunStats, loop: asyncio.AbstractEventLoop,
     while True:
         on_tick(stats, loop.time() - start)
         await asyncio.sleep(every)
+
+
+def _placeholder_token(user: str) -> str:
+    return f"placeholder-{user}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -47,9 +48,11 @@ class Answer:
 
 @dataclass(frozen=True)
 class SentBooking:
-    """A booking request and the answer the service stored for it (for a duplicate submit)."""
+    """A booking request, its customer and the answer the service stored for it (for a duplicate
+    submit, which only the same customer can make: an idempotency key is each customer's own)."""
 
     key: str
+    user: str
     body: dict[str, Any] = field(repr=False)  # holds a card token
     answer: Answer
 
@@ -70,11 +73,11 @@ class Bookings:
     cancelled: list[str] = field(default_factory=list)
     cancellable: list[str] = field(default_factory=list)
     sent: list[SentBooking] = field(default_factory=list)
-    _known: set[str] = field(default_factory=set)
+    owners: dict[str, str] = field(default_factory=dict)  # booking id -> the customer who booked it
 
-    def saw_confirmed(self, booking_id: str) -> None:
-        if booking_id not in self._known:
-            self._known.add(booking_id)
+    def saw_confirmed(self, booking_id: str, user: str) -> None:
+        if booking_id not in self.owners:
+            self.owners[booking_id] = user
             self.confirmed.append(booking_id)
             self.cancellable.append(booking_id)
 
@@ -92,8 +95,15 @@ def stored_booking_id(answer: Answer) -> str | None:
     return named if isinstance(named, str) else None
 
 
+Mint = Callable[[str], str]
+
+
 class Operations:
-    def __init__(self, http: httpx.AsyncClient, options: LoadOptions, inventory: Inventory, rng: random.Random):
+    """``mint`` gives the bearer token of a customer id (a local issuer's, or any identity provider's)."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, options: LoadOptions, inventory: Inventory, rng: random.Random, mint: Mint
+    ):
         self.http = http
         self.options = options
         self.inventory = inventory
@@ -103,6 +113,8 @@ class Operations:
         self._card_weights = [weight for _, weight in options.cards]
         self._run = uuid.uuid4().hex[:8]
         self._users = 0
+        self._mint = mint
+        self._tokens: dict[str, str] = {}
 
     async def perform(self, operation: str) -> tuple[str, str]:
         """Run one arrival; returns the operation it turned out to be and its outcome."""
@@ -136,44 +148,44 @@ class Operations:
 
     async def book(self) -> str:
         card = self.rng.choices(self._cards, weights=self._card_weights)[0]
-        body = self._booking_body()
+        user, body = self._booking_body()
         token = await self._tokenize(card)
         if isinstance(token, str):
             return token
         body["payment"] = {"method": "card", "token": token["token"], "card_last_four": token["last4"]}
         key = str(uuid.uuid4())
-        answer = await self._send("POST", f"{self.options.url}/bookings", json=body, headers={"Idempotency-Key": key})
-        self._saw(answer)
+        headers = {"Idempotency-Key": key, **self._auth(user)}
+        answer = await self._send("POST", f"{self.options.url}/bookings", json=body, headers=headers)
+        self._saw(answer, user)
         if stored_booking_id(answer):
-            self.bookings.remember(SentBooking(key, body, answer))
+            self.bookings.remember(SentBooking(key, user, body, answer))
         return answer.outcome
 
     async def cancel(self) -> str:
         cancellable = self.bookings.cancellable
         booking_id = cancellable.pop(self.rng.randrange(len(cancellable)))
-        answer = await self._send("POST", f"{self.options.url}/bookings/{booking_id}/cancel")
+        owner = self.bookings.owners[booking_id]
+        answer = await self._send("POST", f"{self.options.url}/bookings/{booking_id}/cancel", headers=self._auth(owner))
         if answer.status == 200 and isinstance(answer.body, dict) and answer.body.get("status") == "cancelled":
             self.bookings.cancelled.append(booking_id)
         return answer.outcome
 
     async def duplicate(self) -> str:
         original = self.rng.choice(self.bookings.sent)
-        answer = await self._send(
-            "POST", f"{self.options.url}/bookings", json=original.body, headers={"Idempotency-Key": original.key}
-        )
-        self._saw(answer)  # a second booking, if one was made, is this run's too (and the audit's)
+        headers = {"Idempotency-Key": original.key, **self._auth(original.user)}
+        answer = await self._send("POST", f"{self.options.url}/bookings", json=original.body, headers=headers)
+        self._saw(answer, original.user)  # a second booking, if one was made, is this run's too (and the audit's)
         if answer != original.answer:
             return DUPLICATE_MISMATCH
         return answer.outcome
 
     # helpers -------------------------------------------------------------------------------------
-    def _booking_body(self) -> dict[str, Any]:
+    def _booking_body(self) -> tuple[str, dict[str, Any]]:
+        """A new customer (each booking its own, as a crowd of guests books) and what they book."""
         inv = self.inventory
         self._users += 1
-        body: dict[str, Any] = {
-            "user_id": f"load-{self._run}-{self._users}",
-            "source": self.rng.choice(SOURCES),
-        }
+        user = f"load-{self._run}-{self._users}"
+        body: dict[str, Any] = {"source": self.rng.choice(SOURCES)}
         if inv.hot_rooms and self.rng.random() < self.options.hot_share:
             room = self.rng.choice(inv.hot_rooms)
             assert inv.hot_stay is not None
@@ -182,7 +194,13 @@ class Operations:
         else:
             stay = inv.spread_stay(self.rng)
             body |= {"property_id": self.rng.choice(inv.property_ids), "guests": 1 if self.rng.random() < 0.7 else 2}
-        return body | stay.params()
+        return user, body | stay.params()
+
+    def _auth(self, user: str) -> dict[str, str]:
+        token = self._tokens.get(user)
+        if token is None:
+            token = self._tokens[user] = self._mint(user)
+        return {"Authorization": f"Bearer {token}"}
 
     async def _tokenize(self, card: Card) -> dict[str, str] | str:
         """The gateway's token for a card, or the outcome of a failed tokenization."""
@@ -196,9 +214,9 @@ class Operations:
             return TOKENIZE_PREFIX + answer.outcome
         return {"token": str(body["token"]), "last4": str(body["last4"])}
 
-    def _saw(self, answer: Answer) -> None:
+    def _saw(self, answer: Answer, user: str) -> None:
         if answer.status == 201 and isinstance(answer.body, dict) and isinstance(answer.body.get("booking_id"), str):
-            self.bookings.saw_confirmed(answer.body["booking_id"])
+            self.bookings.saw_confirmed(answer.body["booking_id"], user)
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> Answer:
         try:
