@@ -11,8 +11,9 @@ REDACTED = "[REDACTED]"
 # A run of digits, maybe grouped by single spaces or dashes, wherever it stands: alone, inside a word
 # (x4000056655665556), joined to one by "-" or "_" (u-4111111111111111, guest_5105105105105100). It is a
 # card number when its 13 to 19 digits pass the Luhn check (a longer run: when some 13 to 19 of them
-# in a row do, a card glued to more digits). The Luhn check is what keeps hex ids apart: a run of
-# fourteen digits inside one passes it one time in ten, and ids Bookline makes never hold one.
+# in a row do, a card glued to more digits). The Luhn check keeps most hex apart: a run of fourteen
+# digits inside a hex id passes it one time in ten, and ids Bookline makes never hold one; trace ids,
+# span ids and digests, which Bookline does not choose, are known by their length (_HEX_VALUE).
 _DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,}")
 MIN_CARD_DIGITS, MAX_CARD_DIGITS = 13, 19
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -97,10 +98,24 @@ def card_in_digits(digits: str) -> str | None:
     return None
 
 
+# The hexadecimal values every trace and every digest is full of, which Bookline does not choose:
+# span ids (16), trace ids (32), SHA-256 digests (64). Digits inside one are part of the value, not a
+# card (a card number alone is all digits: a value must hold a letter to count as one).
+_HEX_VALUE = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{64}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{16})(?![0-9A-Fa-f])")
+_HEX_LETTERS = frozenset("abcdefABCDEF")
+
+
+def _without_hex_values(text: str) -> str:
+    """The text with every span id, trace id and digest blanked out (same length, same positions)."""
+    return _HEX_VALUE.sub(lambda m: "x" * len(m.group()) if not _HEX_LETTERS.isdisjoint(m.group()) else m.group(), text)
+
+
 def _card_spans(text: str) -> list[tuple[int, int, str]]:
     """Where the card numbers of a text stand (start, end) and their digits."""
+    if _DIGIT_RUN.search(text) is None:  # the common case: no run of 13 digits at all
+        return []
     found = []
-    for match in _DIGIT_RUN.finditer(text):
+    for match in _DIGIT_RUN.finditer(_without_hex_values(text)):
         card = card_in_digits(match.group().translate(_NO_SEPARATORS))
         if card is not None:
             found.append((match.start(), match.end(), card))

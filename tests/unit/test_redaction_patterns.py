@@ -63,3 +63,13 @@ def test_luhn_is_one_function_for_the_gateway_and_the_redaction():
 
     assert cards.luhn_valid is luhn_valid
     assert luhn_valid("4242424242424242") and not luhn_valid("4242424242424241")
+
+
+def test_trace_ids_span_ids_and_digests_are_hex_values_not_cards():
+    digest = "d4111111111111111c71c38aebd204e8281425c09180820d535e4e03f38d0abc"  # 64 hex
+    trace_id = "4111111111111111" + "abcdef0123456789"
+    parent = f"00-{trace_id}-4111111111111111ab-01"[:-5] + "-01"
+    for text in (digest, trace_id, f"00-{trace_id}-00f067aa0ba902b7-01", parent[:3] + trace_id):
+        assert not looks_like_card_number(text), text
+    assert looks_like_card_number("4111111111111111")  # sixteen digits alone are a card, not a span id
+    assert looks_like_card_number("bk_4111111111111111abcdef01")  # an id of another length is not exempt
