@@ -45,11 +45,12 @@ class KeyDir:
     def ensure_pair(self, name: str) -> None:
         """Create the key pair ``name`` unless it exists (safe when several processes race)."""
         private_dir(self.path)
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        create_secret_once(self.private(name), pem)
+        if not self.private(name).exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            create_secret_once(self.private(name), pem)
         if not self.public(name).exists():
             public = load_private_key(self.private(name)).public_key()
             write_secret(
