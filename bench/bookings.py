@@ -9,6 +9,12 @@ that accepts and discards them (the cost of tracing itself); ``bookline up`` as 
 to its own telemetry store, which shares the two CPUs (what a user of ``make run`` gets); and
 ``OTEL_SDK_DISABLED=true``.
 
+The bookings are dealt over a pool of customers (one per 20 bookings, as ``bookline load`` does), each
+with a bearer token minted up front with the stack's local issuer (its key is in the data directory
+``bookline up`` provisions); booking-service verifies a token on its first booking, inside the
+measured window, as it would a customer's. The stacks' booking rate limits are raised out of the way
+(``RATE_LIMITS``): every booking comes from one address, and the benchmark measures bookings, not limits.
+
     python bench/bookings.py [--bookings 2000] [--rounds 4] [--concurrency 32] [--warmup 100]
                              [--modes on,store,off]
 """
@@ -35,9 +41,16 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from bookline.config import SERVICES, TELEMETRY_STORE
+from bookline.auth.customers import LocalIssuer
+from bookline.config import SERVICES, TELEMETRY_STORE, Settings
+from bookline.load.customers import Customers, pool_size
 
 ROOMS_PER_PROPERTY = 20
+# every booking comes from one address, and a customer books many times a minute here: no limit must bind
+RATE_LIMITS = {
+    "BOOKLINE_RATE_LIMIT_BOOKINGS_PER_CUSTOMER": "1000000/minute",
+    "BOOKLINE_RATE_LIMIT_BOOKINGS_PER_ADDRESS": "1000000/minute",
+}
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -73,6 +86,7 @@ def start_stack(data_dir: Path, extra_env: dict[str, str]) -> tuple[subprocess.P
         urls[spec.name] = f"http://127.0.0.1:{port}"
     # started only when no OTLP endpoint is set and telemetry is on; `bookline up` waits for it
     env[f"BOOKLINE_{TELEMETRY_STORE.key.upper()}_PORT"] = str(free_port())
+    env.update(RATE_LIMITS)
     env.update(extra_env)
     subprocess.run(
         [
@@ -121,10 +135,11 @@ def stop_stack(proc: subprocess.Popen) -> None:
 
 
 async def drive(
-    urls: dict[str, str], total: int, concurrency: int, first_room: int
+    urls: dict[str, str], total: int, concurrency: int, first_room: int, customers: Customers
 ) -> tuple[list[float], Counter, float]:
-    """Book ``total`` distinct rooms for one night each; returns the latencies (s), the answers by
-    code and the wall time of the booking phase (the cards are tokenized before it starts).
+    """Book ``total`` distinct rooms for one night each, as the customers of the pool in turn; returns
+    the latencies (s), the answers by code and the wall time of the booking phase (the cards are
+    tokenized before it starts).
     The driver uses aiohttp: it shares the two CPUs with the services and must cost them little."""
     check_in = datetime.now(UTC).date() + timedelta(days=30)
     check_out = check_in + timedelta(days=1)
@@ -152,7 +167,6 @@ async def drive(
                 room = first_room + i
                 prop = room // ROOMS_PER_PROPERTY + 1
                 body = {
-                    "user_id": f"bench-{i}",
                     "source": "api",
                     "property_id": f"prop-{prop:05d}",
                     "room_id": f"prop-{prop:05d}-r{room % ROOMS_PER_PROPERTY + 1:03d}",
@@ -161,10 +175,9 @@ async def drive(
                     "guests": 1,
                     "payment": {"method": "card", "token": tokens[i], "card_last_four": "4242"},
                 }
+                headers = {"Idempotency-Key": str(uuid.uuid4()), **customers.auth(customers.next())}
                 started = time.perf_counter()
-                async with http.post(
-                    f"{urls['booking-service']}/bookings", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
-                ) as r:
+                async with http.post(f"{urls['booking-service']}/bookings", json=body, headers=headers) as r:
                     answer = await r.json()
                     status = r.status
                 latencies.append(time.perf_counter() - started)
@@ -196,6 +209,16 @@ def service_cpu_seconds(supervisor_pid: int) -> dict[str, float]:
     return found
 
 
+def mint_customers(data_dir: Path, bookings: int) -> Customers:
+    """The pool of customers of a stack, every token minted now (signing is the driver's CPU, which
+    it shares with the services: not inside the measured window)."""
+    issuer = LocalIssuer(Settings(data_dir=data_dir, keys_dir=data_dir / "keys"))
+    customers = Customers(issuer.mint, pool_size(bookings), prefix="bench")
+    for customer in customers.ids:
+        customers.auth(customer)
+    return customers
+
+
 def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
@@ -207,6 +230,7 @@ class Mode:
         self.key, self.name, self.env = key, name, env
         self.tmp = tempfile.TemporaryDirectory(prefix=f"bookline-bench-{key}-")
         self.proc, self.urls = start_stack(Path(self.tmp.name), env)
+        self.customers = mint_customers(Path(self.tmp.name), args.warmup + args.bookings)
         self.next_room = 0
         self.latencies: list[float] = []
         self.outcomes: Counter = Counter()
@@ -215,7 +239,9 @@ class Mode:
 
     def drive(self, bookings: int, *, measured: bool = True) -> None:
         cpu_before = service_cpu_seconds(self.proc.pid)
-        latencies, outcomes, elapsed = asyncio.run(drive(self.urls, bookings, args.concurrency, self.next_room))
+        latencies, outcomes, elapsed = asyncio.run(
+            drive(self.urls, bookings, args.concurrency, self.next_room, self.customers)
+        )
         self.next_room += bookings
         # the confirmation e-mails and the outbox drain after the last answer: let them finish here,
         # not in the next mode's round (nothing is measured meanwhile, the CPU they take is counted)
@@ -273,7 +299,10 @@ def main() -> None:
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
     envs = {
-        "on": ("tracing on (OTLP export)", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}),
+        "on": (
+            "tracing on (OTLP export)",
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+        ),
         "store": ("tracing to the local store", {}),
         "off": ("tracing off", {"OTEL_SDK_DISABLED": "true"}),
     }

@@ -9,17 +9,28 @@ operations per second. Unlike ``bookline load`` this is a closed model: a user w
 before its next task, so a slow Bookline is sent less (see deploy/locust/README.md).
 
 A booking tokenizes its card at the gateway first (the card number goes there and nowhere else:
-Locust never records request bodies), then books with a fresh Idempotency-Key, as a customer of its
-own: a bearer token signed by the stack's local issuer, whose key is in the stack's data directory
-(``--data-dir``, else ``BOOKLINE_DATA_DIR``, else ./var). A cancel or a duplicate submit is sent by
-the customer who booked. 402 and 409 answers
-are results of a booking system, not failures of the test: they count as successes in Locust's
-table and by code in the outcome table printed at the end. Failures are the 5xx answers, transport
-errors, and a duplicate submit whose answer differs from the first (``duplicate_mismatch``).
+Locust never records request bodies), then books with a fresh Idempotency-Key as the next customer of
+a pool (``--customers``, 2000 per Locust process, named ``locust-<run>-<n>``): booking-service limits
+bookings per customer (30 a minute), and a pool dealt round-robin keeps each customer far below it up
+to about 1,000 bookings a second. Each customer's bearer token is minted once (again when it nears
+its expiry), signed by the stack's local issuer, whose key is in the stack's data directory:
+
+    --data-dir DIR                      the stack's data directory (``bookline up --data-dir DIR``)
+    BOOKLINE_DATA_DIR=DIR               the same from the environment (workers of a distributed run)
+    (neither)                           ./var, where ``make run`` keeps it
+
+Without the key Locust stops at once and says so (``bookline keys`` makes one). A cancel or a
+duplicate submit is sent by the customer who booked: an idempotency key and a booking are each
+customer's own. 402 and 409 answers are results of a booking system, not failures of the test: they
+count as successes in Locust's table and by code in the outcome table printed at the end. Failures
+are the 5xx answers, transport errors, and a duplicate submit whose answer differs from the first
+(``duplicate_mismatch``). A 429 (a rate limit of the stack) is a failure too: the test would be
+measuring the limit.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import uuid
@@ -27,11 +38,14 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 from locust import HttpUser, constant_throughput, events
+from locust.runners import MasterRunner
 
 from bookline.auth.customers import LocalIssuer
+from bookline.auth.keys import MissingKeyError
 from bookline.config import Settings
+from bookline.load.customers import Customers
 from bookline.load.inventory import HOT_FIRST_DAY, HOT_NIGHTS, HotRoom, Inventory, Stay
-from bookline.load.operations import Answer, stored_booking_id
+from bookline.load.operations import MAX_REMEMBERED, Answer, stored_booking_id
 from bookline.load.options import DEFAULT_CARDS, DEFAULT_MIX, parse_cards, parse_mix
 from bookline.load.stats import DUPLICATE_MISMATCH, outcome_key
 
@@ -47,7 +61,8 @@ def _options(parser) -> None:
     group.add_argument("--hot-rooms", type=int, default=0, help="K rooms a share of the bookings fights over")
     group.add_argument("--hot-share", type=float, default=0.5, help="share of bookings aimed at the hot rooms")
     group.add_argument("--cards", default=DEFAULT_CARDS, help="test cards and their shares, as for bookline load")
-    group.add_argument("--data-dir", default="", help="the stack's data directory (its local issuer signs tokens)")
+    group.add_argument("--data-dir", default="", help="the stack's data directory (default: BOOKLINE_DATA_DIR, ./var)")
+    group.add_argument("--customers", type=int, default=2000, help="customers the bookings are dealt over")
 
 
 class Shared:
@@ -59,7 +74,7 @@ class Shared:
         self.confirmed = 0
         self.cancellable: list[tuple[str, str]] = []  # (booking, customer) confirmed by this run, not cancelled
         self.sent: list[tuple[str, str, dict, int, object]] = []  # key, customer, body (a card token), status, answer
-        self.issuer: LocalIssuer | None = None
+        self.customers: Customers | None = None  # this process's pool, with the stack's local issuer
         self.outcomes: Counter[str] = Counter()
 
 
@@ -76,6 +91,28 @@ def _weights(environment, **_kwargs) -> None:
     by_name = {"search": BooklineUser.search, "book": BooklineUser.book,
                "cancel": BooklineUser.cancel, "duplicate": BooklineUser.duplicate}  # fmt: skip
     BooklineUser.tasks = [by_name[name] for name, weight in mix.items() for _ in range(round(weight))]
+
+
+@events.init.add_listener
+def _customers(environment, **_kwargs) -> None:
+    """The pool of customers, with the stack's local issuer: found before any user starts, so that a
+    missing key stops Locust with one message instead of a traceback per user. A master sends nothing."""
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, MasterRunner):
+        return
+    settings = Settings(data_dir=options.data_dir) if options.data_dir else Settings()
+    try:
+        issuer = LocalIssuer(settings)
+    except (MissingKeyError, OSError):
+        logging.getLogger("bookline").error(
+            "no usable customer-token issuer key in %s: pass the running stack's --data-dir (or set "
+            "BOOKLINE_DATA_DIR), or run `bookline keys --data-dir DIR` to make one",
+            settings.key_dir,
+        )
+        raise SystemExit(2) from None
+    if options.customers < 1:
+        raise SystemExit("--customers: must be at least 1")
+    shared.customers = Customers(issuer.mint, options.customers, prefix="locust")
 
 
 @events.quitting.add_listener
@@ -98,13 +135,11 @@ class BooklineUser(HttpUser):
         self.cards = [card for card, _ in cards]
         self.card_weights = [weight for _, weight in cards]
         with shared.lock:
-            if shared.issuer is None:
-                settings = Settings(data_dir=options.data_dir) if options.data_dir else Settings()
-                shared.issuer = LocalIssuer(settings)
             if shared.inventory is None:
                 shared.inventory = self._discover(options.hot_rooms)
         self.inventory = shared.inventory
-        self.issuer = shared.issuer
+        assert shared.customers is not None, "the init listener makes the pool"
+        self.customers = shared.customers
 
     # discovery, once per process ------------------------------------------------------------
     def _discover(self, hot_rooms: int) -> Inventory:
@@ -157,12 +192,14 @@ class BooklineUser(HttpUser):
         body = self._booking_body() | {
             "payment": {"method": "card", "token": token.json()["token"], "card_last_four": token.json()["last4"]}
         }
-        key, customer = str(uuid.uuid4()), f"locust-{uuid.uuid4().hex[:12]}"
+        key, customer = str(uuid.uuid4()), self.customers.next()
         status, answer = self._request(
             "book", "POST", "/bookings", name="POST /bookings", json=body,
             headers={"Idempotency-Key": key, **self._auth(customer)}, customer=customer,
         )  # fmt: skip
         if stored_booking_id(Answer(status, answer)):  # stored under the key: a duplicate must get it back
+            if len(shared.sent) >= MAX_REMEMBERED:
+                shared.sent.pop(0)
             shared.sent.append((key, customer, body, status, answer))
 
     def cancel(self) -> None:
@@ -204,7 +241,7 @@ class BooklineUser(HttpUser):
         return body | {"property_id": self.rng.choice(inv.property_ids), "guests": 1} | stay.params()
 
     def _auth(self, customer: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.issuer.mint(customer)}"}
+        return self.customers.auth(customer)
 
     def _request(
         self, operation: str, method: str, path: str, *, name: str, customer: str = "", **kwargs

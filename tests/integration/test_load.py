@@ -150,6 +150,20 @@ def test_duplicate_submits_replay_the_answer_and_create_no_booking(loaded):
     assert rows["confirmed"] + rows["cancelled"] == len(report["bookings"]["confirmed"])
 
 
+def test_the_bookings_are_dealt_over_a_pool_of_customers_under_their_rate_limit(loaded):
+    _, data_dir, code, output, report_file = loaded
+    report = json.loads(report_file.read_text())
+    assert report["config"]["customers"] == 3 and "as 3 customers" in output  # 60 arrivals, one per 20
+    conn = sqlite3.connect(data_dir / "booking.db")
+    try:
+        per_customer = Counter(user for (user,) in conn.execute("SELECT user_id FROM bookings"))
+    finally:
+        conn.close()
+    assert len(per_customer) == 3 and all(user.startswith("load-") for user in per_customer), per_customer
+    assert max(per_customer.values()) <= 20, per_customer  # the limit is 30 a minute: never reached
+    assert not any(o.startswith("429") for op in report["operations"].values() for o in op["outcomes"])
+
+
 def test_no_card_number_in_the_output_or_the_json(loaded):
     _, data_dir, _, output, report_file = loaded
     for number in TEST_CARDS.values():
@@ -211,7 +225,8 @@ def test_without_the_stacks_keys_the_load_says_where_to_find_them(tmp_path):
         app, ["load", "--rate", "5", "--duration", "1s", "--data-dir", str(tmp_path)], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 2, result.output
-    assert "--data-dir" in result.output and "Traceback" not in result.output
+    assert str(tmp_path / "keys") in result.output.replace("\n", "")
+    assert "--data-dir" in result.output and "bookline keys" in result.output and "Traceback" not in result.output
 
 
 def test_the_locustfile_runs_the_same_mix_headless(tmp_path):
@@ -239,3 +254,23 @@ def test_the_locustfile_runs_the_same_mix_headless(tmp_path):
     assert "Bookline outcomes" in output and re.search(r"^  book \d{3}", output, re.MULTILINE), output
     for number in TEST_CARDS.values():
         assert number not in output
+    conn = sqlite3.connect(tmp_path / "booking.db")
+    try:
+        customers = {user for (user,) in conn.execute("SELECT user_id FROM bookings")}
+    finally:
+        conn.close()
+    assert customers and all(user.startswith("locust-") for user in customers), customers
+
+
+def test_the_locustfile_without_the_stacks_keys_stops_and_says_where_to_find_them(tmp_path):
+    if importlib.util.find_spec("locust") is None:
+        pytest.skip("locust is not installed (it comes with the test extra: make install)")
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(Path(__file__).parents[2] / "deploy/locust/locustfile.py"),
+         "--headless", "-u", "1", "-t", "1s", "--host", "http://127.0.0.1:9", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert str(tmp_path / "keys") in output and "--data-dir" in output and "bookline keys" in output, output
+    assert "Traceback" not in output

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections import Counter
 from datetime import date
 
 import httpx
 import pytest
 
+from bookline.load.customers import MAX_CUSTOMERS, TOKEN_REFRESH_S, Customers, pool_size
 from bookline.load.engine import RunResult, run_load
 from bookline.load.inventory import Inventory
 from bookline.load.operations import Bookings
@@ -267,3 +269,76 @@ def test_latency_is_measured_from_the_due_time_and_every_arrival_is_sent_without
     assert search.count == 20 and search.outcomes == {"200": 20}
     assert min(search.latencies_ms) >= 49
     assert result.duration_s >= 1.0
+
+
+# customers --------------------------------------------------------------------------------------
+def test_the_pool_has_a_customer_per_twenty_arrivals_within_bounds():
+    assert pool_size(0) == 1 and pool_size(1) == 1 and pool_size(20) == 1 and pool_size(21) == 2
+    assert pool_size(60) == 3
+    assert pool_size(10**9) == MAX_CUSTOMERS
+    assert options(rate=300, duration="1s").customers == 15
+    assert options().config_view()["customers"] == 3
+
+
+def test_customers_take_turns_and_mint_their_token_once():
+    minted = []
+    now = [0.0]
+    pool = Customers(lambda user: minted.append(user) or f"token-of-{user}", 3, clock=lambda: now[0])
+    turns = [pool.next() for _ in range(7)]
+    assert turns[:3] == pool.ids and turns[3:6] == pool.ids and turns[6] == pool.ids[0]
+    assert len(set(pool.ids)) == 3 and all(re.match(r"^load-[0-9a-f]{8}-[123]$", user) for user in pool.ids)
+    for user in turns:
+        assert pool.auth(user) == {"Authorization": f"Bearer token-of-{user}"}
+    assert sorted(minted) == sorted(pool.ids) and pool.minted == 3
+    now[0] = TOKEN_REFRESH_S  # a token nearing its expiry is minted again
+    pool.auth(pool.ids[0])
+    assert minted.count(pool.ids[0]) == 2
+
+
+def test_two_runs_never_share_a_customer():
+    assert not set(Customers(str, 5).ids) & set(Customers(str, 5).ids)
+
+
+def recording_booking_service(seen: list[tuple[str, str, dict]]) -> httpx.MockTransport:
+    """A booking-service and gateway in-process that keep every booking under (customer, key), as the
+    real one does, and let only the owner cancel; ``seen`` gets (path, Authorization, body)."""
+    stored: dict[tuple[str, str], dict] = {}
+    owners: dict[str, str] = {}
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization", "")
+        body = json.loads(request.content) if request.content else {}
+        seen.append((request.url.path, auth, body))
+        if request.url.path == "/properties":
+            return httpx.Response(200, json={"properties": [{"property_id": "prop-00001", "city": "Lisbon"}]})
+        if request.url.path == "/v1/tokens":
+            return httpx.Response(201, json={"token": "tok_" + "0" * 24, "last4": body["number"][-4:]})
+        if request.url.path == "/bookings":
+            key = (auth, request.headers["idempotency-key"])
+            if key not in stored:
+                stored[key] = {"booking_id": f"bk_{len(stored):024x}", "status": "confirmed"}
+                owners[stored[key]["booking_id"]] = auth
+            return httpx.Response(201, json=stored[key])
+        if request.url.path.endswith("/cancel"):
+            booking_id = request.url.path.split("/")[2]
+            if owners.get(booking_id) != auth:
+                return httpx.Response(404, json={"error": {"code": "booking_not_found"}})
+            return httpx.Response(200, json={"booking_id": booking_id, "status": "cancelled"})
+        return httpx.Response(200, json={"rooms": []})
+
+    return httpx.MockTransport(answer)
+
+
+def test_bookings_cancels_and_duplicates_go_out_as_the_customer_who_booked():
+    seen: list[tuple[str, str, dict]] = []
+    chosen = options(rate=50, duration="2s", concurrency=100, mix="book=4,cancel=1,duplicate=2", seed=3)
+    result = asyncio.run(run_load(chosen, transport=recording_booking_service(seen), mint=lambda u: f"jwt-{u}"))
+    books = [(auth, body) for path, auth, body in seen if path == "/bookings"]
+    assert books and all(auth.startswith("Bearer jwt-load-") for auth, _ in books)
+    assert all("user_id" not in body for _, body in books)
+    assert 1 < len({auth for auth, _ in books}) <= chosen.customers == 5
+    ops = result.stats.operations
+    assert ops["duplicate"].count > 0 and "duplicate_mismatch" not in ops["duplicate"].outcomes
+    assert ops["duplicate"].outcomes == {"201": ops["duplicate"].count}  # the same customer: the stored answer
+    assert ops["cancel"].count > 0 and ops["cancel"].outcomes == {"200": ops["cancel"].count}  # the owner's token
+    assert result.bookings.cancelled

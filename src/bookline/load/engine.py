@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 
 import httpx
 
+from bookline.load.customers import Mint
 from bookline.load.inventory import Inventory, discover
-from bookline.load.operations import Bookings, Mint, Operations
+from bookline.load.operations import Bookings, Operations
 from bookline.load.options import OPERATIONS, LoadOptions
 from bookline.load.schedule import plan
 from bookline.load.stats import CLIENT_ERROR, RunStats

@@ -3,24 +3,27 @@
 - ``search``: the free rooms of a property for some stay (``GET /availability``), now and then the
   properties of a city (``GET /properties?city=``).
 - ``book``: tokenize a card at the gateway (``POST /v1/tokens``: the card number goes there and
-  nowhere else), then ``POST /bookings`` with a fresh Idempotency-Key, on a hot room or a spread stay.
-- ``cancel``: ``POST /bookings/{id}/cancel`` of a booking this run confirmed; a book while there is none.
-- ``duplicate``: the same request as an earlier booking, same Idempotency-Key and body, whose answer
-  must be the stored one: anything else is ``duplicate_mismatch``. Only requests whose answer the
-  service stored are sent again (their answer names the booking); a book while there is none.
+  nowhere else), then ``POST /bookings`` with a fresh Idempotency-Key, on a hot room or a spread stay,
+  as the next customer of the pool (:mod:`.customers`) with that customer's bearer token.
+- ``cancel``: ``POST /bookings/{id}/cancel`` of a booking this run confirmed, as the customer who
+  booked it (another's answers 404); a book while there is none.
+- ``duplicate``: the same request as an earlier booking, same customer, Idempotency-Key and body (a
+  key is each customer's own), whose answer must be the stored one: anything else is
+  ``duplicate_mismatch``. Only requests whose answer the service stored are sent again (their answer
+  names the booking); a book while there is none.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import httpx
 
+from bookline.load.customers import Customers, Mint
 from bookline.load.inventory import Inventory, Stay
 from bookline.load.options import Card, LoadOptions
 from bookline.load.stats import (
@@ -95,11 +98,9 @@ def stored_booking_id(answer: Answer) -> str | None:
     return named if isinstance(named, str) else None
 
 
-Mint = Callable[[str], str]
-
-
 class Operations:
-    """``mint`` gives the bearer token of a customer id (a local issuer's, or any identity provider's)."""
+    """``mint`` gives the bearer token of a customer id (a local issuer's, or any identity provider's);
+    the bookings are dealt over ``options.customers`` customers."""
 
     def __init__(
         self, http: httpx.AsyncClient, options: LoadOptions, inventory: Inventory, rng: random.Random, mint: Mint
@@ -111,10 +112,7 @@ class Operations:
         self.bookings = Bookings()
         self._cards = [card for card, _ in options.cards]
         self._card_weights = [weight for _, weight in options.cards]
-        self._run = uuid.uuid4().hex[:8]
-        self._users = 0
-        self._mint = mint
-        self._tokens: dict[str, str] = {}
+        self.customers = Customers(mint, options.customers)
 
     async def perform(self, operation: str) -> tuple[str, str]:
         """Run one arrival; returns the operation it turned out to be and its outcome."""
@@ -154,7 +152,7 @@ class Operations:
             return token
         body["payment"] = {"method": "card", "token": token["token"], "card_last_four": token["last4"]}
         key = str(uuid.uuid4())
-        headers = {"Idempotency-Key": key, **self._auth(user)}
+        headers = {"Idempotency-Key": key, **self.customers.auth(user)}
         answer = await self._send("POST", f"{self.options.url}/bookings", json=body, headers=headers)
         self._saw(answer, user)
         if stored_booking_id(answer):
@@ -165,14 +163,15 @@ class Operations:
         cancellable = self.bookings.cancellable
         booking_id = cancellable.pop(self.rng.randrange(len(cancellable)))
         owner = self.bookings.owners[booking_id]
-        answer = await self._send("POST", f"{self.options.url}/bookings/{booking_id}/cancel", headers=self._auth(owner))
+        url = f"{self.options.url}/bookings/{booking_id}/cancel"
+        answer = await self._send("POST", url, headers=self.customers.auth(owner))
         if answer.status == 200 and isinstance(answer.body, dict) and answer.body.get("status") == "cancelled":
             self.bookings.cancelled.append(booking_id)
         return answer.outcome
 
     async def duplicate(self) -> str:
         original = self.rng.choice(self.bookings.sent)
-        headers = {"Idempotency-Key": original.key, **self._auth(original.user)}
+        headers = {"Idempotency-Key": original.key, **self.customers.auth(original.user)}
         answer = await self._send("POST", f"{self.options.url}/bookings", json=original.body, headers=headers)
         self._saw(answer, original.user)  # a second booking, if one was made, is this run's too (and the audit's)
         if answer != original.answer:
@@ -181,10 +180,9 @@ class Operations:
 
     # helpers -------------------------------------------------------------------------------------
     def _booking_body(self) -> tuple[str, dict[str, Any]]:
-        """A new customer (each booking its own, as a crowd of guests books) and what they book."""
+        """The customer whose turn it is, and what they book."""
         inv = self.inventory
-        self._users += 1
-        user = f"load-{self._run}-{self._users}"
+        user = self.customers.next()
         body: dict[str, Any] = {"source": self.rng.choice(SOURCES)}
         if inv.hot_rooms and self.rng.random() < self.options.hot_share:
             room = self.rng.choice(inv.hot_rooms)
@@ -195,12 +193,6 @@ class Operations:
             stay = inv.spread_stay(self.rng)
             body |= {"property_id": self.rng.choice(inv.property_ids), "guests": 1 if self.rng.random() < 0.7 else 2}
         return user, body | stay.params()
-
-    def _auth(self, user: str) -> dict[str, str]:
-        token = self._tokens.get(user)
-        if token is None:
-            token = self._tokens[user] = self._mint(user)
-        return {"Authorization": f"Bearer {token}"}
 
     async def _tokenize(self, card: Card) -> dict[str, str] | str:
         """The gateway's token for a card, or the outcome of a failed tokenization."""

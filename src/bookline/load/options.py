@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bookline.load.customers import pool_size
+
 OPERATIONS = ("search", "book", "cancel", "duplicate")
 DEFAULT_MIX = "search=60,book=30,cancel=5,duplicate=5"
 DEFAULT_CARDS = "approve=90,decline=5,insufficient_funds=5"
@@ -64,6 +66,11 @@ class LoadOptions:
     def arrivals(self) -> int:
         return arrival_count(self.rate, self.duration_s)
 
+    @property
+    def customers(self) -> int:
+        """How many simulated customers the bookings are dealt over (see :mod:`.customers`)."""
+        return pool_size(self.arrivals)
+
     def config_view(self) -> dict[str, Any]:
         """The options as reported (table and JSON): cards by label, never by number."""
         return {
@@ -79,6 +86,7 @@ class LoadOptions:
             "timeout_s": self.timeout_s,
             "seed": self.seed,
             "arrivals": self.arrivals,
+            "customers": self.customers,
         }
 
 

@@ -79,3 +79,14 @@ def bookings_line(report: dict[str, Any]) -> str:
         stay = report["inventory"]["hot_stay"]
         line += f"; hot rooms {', '.join(hot)} on {stay['check_in']} -> {stay['check_out']}"
     return line
+
+
+def rate_limited(report: dict[str, Any]) -> int:
+    """How many bookings (and duplicate submits) the stack refused with 429: a run that sees them
+    measured a limit of the stack, which the command points out."""
+    return sum(
+        count
+        for name in ("book", "duplicate")
+        for outcome, count in report["operations"].get(name, {}).get("outcomes", {}).items()
+        if outcome.startswith("429")
+    )
