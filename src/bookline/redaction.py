@@ -52,6 +52,12 @@ def needs_scrub(text: str) -> bool:
     return _needs_scrub(text)
 
 
+def needs_scrub_unremembered(text: str) -> bool:
+    """``needs_scrub`` for a text seen once (a span's whole attributes as JSON): not kept in the memory
+    of long texts, where it would only push out the statements that do repeat."""
+    return _needs_scrub(text)
+
+
 @lru_cache(maxsize=2048)
 def _needs_scrub_remembered(text: str) -> bool:
     return _needs_scrub(text)

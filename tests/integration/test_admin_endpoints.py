@@ -360,7 +360,22 @@ async def test_the_telemetry_store_lists_spans_by_name_and_scans_what_it_stores(
     assert spans["next"] is None and len(paged["spans"]) == 1 and paged["next"]
     assert spans["oldest_start_unix_nano"] == horizon["oldest_start_unix_nano"] > 0
     assert horizon["retention_hours"] == settings.telemetry_retention_hours
+    # the careless span's card number was redacted as it arrived: the scan finds nothing
+    assert scan.json()["hits"] == []
+    assert nameless.status_code == 422
+
+
+async def test_control_without_redaction_the_store_keeps_a_card_number_and_its_scan_finds_it(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(KEEP_ALL)
+    settings = Settings(
+        data_dir=tmp_path, sampling_policy_file=policy, admin_token=TOKEN, unsafe_disable_redaction=True
+    )
+    async with served(build_store(settings, setup_telemetry("telemetry", settings, export=False))) as url:
+        provision_keys(settings)
+        await asyncio.to_thread(export_compensation_trace, url, settings.key_dir)
+        async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as http:
+            scan = await http.get("/admin/card-scan")
     hits = scan.json()["hits"]
     assert [(h["table"], h["column"]) for h in hits] == [("spans", "attributes")]
     assert CARD not in scan.text
-    assert nameless.status_code == 422

@@ -58,8 +58,8 @@ def _die_with_the_store(store_pid: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _decode_in_worker(body: bytes, content_encoding: str | None, encoding: str) -> tuple[Any, ...]:
-    decoded = decode_export("traces", body, content_encoding, encoding)
+def _decode_in_worker(body: bytes, content_encoding: str | None, encoding: str, redact: bool) -> tuple[Any, ...]:
+    decoded = decode_export("traces", body, content_encoding, encoding, redact)
     assert isinstance(decoded, DecodedSpans)
     return (
         decoded.rows,
@@ -91,8 +91,9 @@ def _rebuild(
 class DecodePool:
     """Decodes export requests: large span exports in a worker process, everything else in place."""
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, *, redact: bool = True) -> None:
         self.workers = workers
+        self.redact = redact
         self._pool: ProcessPoolExecutor | None = None
 
     def stop(self) -> None:
@@ -102,7 +103,7 @@ class DecodePool:
 
     async def decode(self, signal: str, body: bytes, content_encoding: str | None, encoding: str) -> Decoded:
         if signal != "traces" or self.workers <= 0 or len(body) < WORKER_BYTES:
-            return decode_export(signal, body, content_encoding, encoding)
+            return decode_export(signal, body, content_encoding, encoding, self.redact)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.workers,
@@ -112,11 +113,13 @@ class DecodePool:
             )
         loop = asyncio.get_running_loop()
         try:
-            transferred = await loop.run_in_executor(self._pool, _decode_in_worker, body, content_encoding, encoding)
+            transferred = await loop.run_in_executor(
+                self._pool, _decode_in_worker, body, content_encoding, encoding, self.redact
+            )
         except BrokenProcessPool:
             # a worker that died once (out of memory, cannot start) would likely die again
             log.exception("the decoding worker process died; decoding in this process from now on")
             self.workers = 0
             self.stop()
-            return decode_export(signal, body, content_encoding, encoding)
+            return decode_export(signal, body, content_encoding, encoding, self.redact)
         return _rebuild(*transferred)

@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from bookline.redaction import needs_scrub, needs_scrub_unremembered, scrub
 from bookline.services.telemetry.otlp import REQUESTS, decompress, parse_request
 from bookline.services.telemetry.sampling import PackedFacts
 
@@ -55,6 +56,27 @@ def any_value(value: AnyValue) -> Any:
 
 
 _SCALARS = frozenset({"string_value", "int_value", "bool_value"})
+
+
+def _cleaned(value: Any) -> Any:
+    """A decoded value with every string (keys too) scrubbed of card numbers, e-mails and secrets."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(k): _cleaned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cleaned(v) for v in value]
+    return value
+
+
+def _clean_text(text: str) -> str:
+    return scrub(text) if text and needs_scrub(text) else text
+
+
+def _clean_json(value: Any, encoded: str) -> str:
+    """``encoded`` (the compact JSON of ``value``), or the JSON of its scrubbed copy when it holds
+    something to scrub: one look at the whole text, the copy only for the rare dirty one."""
+    return compact(_cleaned(value)) if needs_scrub_unremembered(encoded) else encoded
 
 
 def attributes_of(key_values: Any) -> dict[str, Any]:
@@ -92,9 +114,11 @@ def _compact_encoder() -> Callable[[Any], str]:
 compact = _compact_encoder()
 
 
-def _resource(key_values: Any) -> tuple[dict[str, Any], str, str]:
+def _resource(key_values: Any, redact: bool = True) -> tuple[dict[str, Any], str, str]:
     """Resource attributes, the service name (the spec's default when missing) and the stored JSON."""
     attrs = attributes_of(key_values)
+    if redact and needs_scrub_unremembered(compact(attrs)):
+        attrs = _cleaned(attrs)
     service = attrs.get("service.name")
     service = service if isinstance(service, str) and service else "unknown_service"
     return attrs, service, compact(dict(sorted(attrs.items())))
@@ -156,34 +180,33 @@ def _span_problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str | None:
     return None
 
 
-def _events(events: Any) -> str:
-    return compact(
-        [
-            {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": attributes_of(e.attributes)}
-            for e in events
-        ]
-    )
+def _events(events: Any, redact: bool) -> str:
+    decoded = [
+        {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": attributes_of(e.attributes)} for e in events
+    ]
+    return _clean_json(decoded, compact(decoded)) if redact else compact(decoded)
 
 
-def _links(links: Any) -> str:
-    return compact(
-        [
-            {"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(), "attributes": attributes_of(k.attributes)}
-            for k in links
-        ]
-    )
+def _links(links: Any, redact: bool) -> str:
+    decoded = [
+        {"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(), "attributes": attributes_of(k.attributes)}
+        for k in links
+    ]
+    return _clean_json(decoded, compact(decoded)) if redact else compact(decoded)
 
 
-def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
+def decode_spans(request: ExportTraceServiceRequest, redact: bool = True) -> DecodedSpans:
     """Rows, sampler facts and per-trace summary deltas of every valid span of the request.
 
     The loop runs for every span the store receives, hence the local names and the inlined steps.
+    With ``redact`` (always, but in a control test) names, attributes, events, links and status
+    messages are scrubbed of card numbers, e-mail addresses and secrets, whoever sent them.
     """
     decoded = DecodedSpans([], [], {}, [], Rejections())
     add_row, add_facts, traces = decoded.rows.append, decoded.facts.append, decoded.traces
     attributes_of_, compact_, kinds, codes = attributes_of, compact, KINDS, STATUS_CODES
     for resource_spans in request.resource_spans:
-        _, service, resource_json = _resource(resource_spans.resource.attributes)
+        _, service, resource_json = _resource(resource_spans.resource.attributes, redact)
         resource_index = len(decoded.resources)
         decoded.resources.append(resource_json)
         for scope_spans in resource_spans.scope_spans:
@@ -209,12 +232,19 @@ def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
                 if not 0 <= kind <= 5:
                     kind = 0
                 name = span.name
+                message = status.message or None
+                if redact:
+                    name = _clean_text(name)
+                    message = _clean_text(message) if message else None
                 start = span.start_time_unix_nano
                 end = span.end_time_unix_nano
                 if end < start:  # a clock step must not give a negative duration
                     end = start
                 events, links = span.events, span.links
                 attributes_json = compact_(attributes)
+                if redact and needs_scrub_unremembered(attributes_json):
+                    attributes = _cleaned(attributes)
+                    attributes_json = compact_(attributes)
                 add_row(
                     (
                         trace_id,
@@ -226,10 +256,10 @@ def decode_spans(request: ExportTraceServiceRequest) -> DecodedSpans:
                         start,
                         end,
                         code,
-                        status.message or None,
+                        message,
                         attributes_json,
-                        _events(events) if events else None,
-                        _links(links) if links else None,
+                        _events(events, redact) if events else None,
+                        _links(links, redact) if links else None,
                         resource_index,
                         scope,
                     )
@@ -277,10 +307,10 @@ class DecodedLogs:
     rejected: Rejections
 
 
-def decode_logs(request: ExportLogsServiceRequest) -> DecodedLogs:
+def decode_logs(request: ExportLogsServiceRequest, redact: bool = True) -> DecodedLogs:
     decoded = DecodedLogs([], [], Rejections())
     for resource_logs in request.resource_logs:
-        _, service, resource_json = _resource(resource_logs.resource.attributes)
+        _, service, resource_json = _resource(resource_logs.resource.attributes, redact)
         resource_index = len(decoded.resources)
         decoded.resources.append(resource_json)
         for scope_logs in resource_logs.scope_logs:
@@ -294,6 +324,10 @@ def decode_logs(request: ExportLogsServiceRequest) -> DecodedLogs:
                     decoded.rejected.add("an invalid span_id (8 bytes or empty expected)")
                     continue
                 observed = record.observed_time_unix_nano
+                body, attributes = any_value(record.body), attributes_of(record.attributes)
+                body_json, attributes_json = compact(body), compact(attributes)
+                if redact:
+                    body_json, attributes_json = _clean_json(body, body_json), _clean_json(attributes, attributes_json)
                 decoded.rows.append(
                     (
                         record.time_unix_nano or observed,
@@ -301,10 +335,10 @@ def decode_logs(request: ExportLogsServiceRequest) -> DecodedLogs:
                         service,
                         record.severity_text or None,
                         int(record.severity_number),
-                        compact(any_value(record.body)),
+                        body_json,
                         trace_id.hex() if any(trace_id) else None,
                         span_id.hex() if any(span_id) else None,
-                        compact(attributes_of(record.attributes)),
+                        attributes_json,
                         resource_index,
                         scope,
                     )
@@ -375,11 +409,11 @@ def _point_values(data_kind: str, point: Any, rejected: Rejections) -> tuple[Any
     return None, point.count, _finite(point.sum), None, None
 
 
-def decode_metrics(request: ExportMetricsServiceRequest) -> DecodedMetrics:
+def decode_metrics(request: ExportMetricsServiceRequest, redact: bool = True) -> DecodedMetrics:
     decoded = DecodedMetrics([], [], Rejections())
     index: dict[SeriesKey, int] = {}
     for resource_metrics in request.resource_metrics:
-        resource_attrs, service, _ = _resource(resource_metrics.resource.attributes)
+        resource_attrs, service, _ = _resource(resource_metrics.resource.attributes, redact)
         instance = str(resource_attrs.get("service.instance.id", ""))
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
@@ -395,7 +429,10 @@ def decode_metrics(request: ExportMetricsServiceRequest) -> DecodedMetrics:
                     values = _point_values(data_kind, point, decoded.rejected)
                     if values is None:
                         continue
-                    attrs = compact(dict(sorted(attributes_of(point.attributes).items())))
+                    point_attrs = dict(sorted(attributes_of(point.attributes).items()))
+                    attrs = compact(point_attrs)
+                    if redact:
+                        attrs = _clean_json(point_attrs, attrs)
                     key = SeriesKey(
                         metric.name,
                         service,
@@ -418,12 +455,14 @@ def decode_metrics(request: ExportMetricsServiceRequest) -> DecodedMetrics:
 Decoded = DecodedSpans | DecodedLogs | DecodedMetrics
 
 
-def decode_export(signal: str, body: bytes, content_encoding: str | None, encoding: str) -> Decoded:
-    """One export request (``signal``: traces, metrics or logs) as rows; raises OtlpError for a body
-    the store cannot accept (400, 413, 415)."""
+def decode_export(
+    signal: str, body: bytes, content_encoding: str | None, encoding: str, redact: bool = True
+) -> Decoded:
+    """One export request (``signal``: traces, metrics or logs) as rows, redacted unless ``redact`` is
+    off (a control test); raises OtlpError for a body the store cannot accept (400, 413, 415)."""
     message = parse_request(REQUESTS[signal], decompress(body, content_encoding), encoding)
     if signal == "traces":
-        return decode_spans(message)
+        return decode_spans(message, redact)
     if signal == "logs":
-        return decode_logs(message)
-    return decode_metrics(message)
+        return decode_logs(message, redact)
+    return decode_metrics(message, redact)

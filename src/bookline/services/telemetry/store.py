@@ -62,6 +62,7 @@ class TelemetryStore:
         retention_interval_s: float = retention.INTERVAL_S,
         readers: int = 2,
         decode_workers: int | None = None,
+        redact: bool = True,
     ) -> None:
         self.path = path
         self.sampling = TraceSampling(sampling, decided_cache_size=DECIDED_CACHE_SIZE)
@@ -73,7 +74,8 @@ class TelemetryStore:
         self.writer = Writer(partial(connect_writer, path), on_rollback=self._forget_ids)
         # one decoding process beside this one, where there is a second core for it
         workers = decode_workers if decode_workers is not None else (1 if (os.cpu_count() or 1) > 1 else 0)
-        self.decoder = DecodePool(workers)
+        # what any sender exports is redacted before it is stored (off only in a control test)
+        self.decoder = DecodePool(workers, redact=redact)
         self._reader_count = readers
         self._readers: ThreadPoolExecutor | None = None
         self._reader_local = threading.local()
@@ -93,6 +95,7 @@ class TelemetryStore:
             retention_policy=RetentionPolicy.from_limits(
                 settings.telemetry_retention_hours, settings.telemetry_max_spans, remembered_decisions(sampling)
             ),
+            redact=not settings.unsafe_disable_redaction,
         )
 
     # ---- life cycle ----------------------------------------------------------------------------
