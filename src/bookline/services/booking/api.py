@@ -175,7 +175,8 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     async def create_booking(
         body: BookingCreate,
         request: Request,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        # required (a missing one answers 400 missing_idempotency_key, see common.app)
+        idempotency_key: Annotated[str, Header(min_length=1, max_length=200)],
         customer: Customer = as_customer,
     ) -> JSONResponse:
         """Book a stay for the calling customer: availability, price, hold, authorize, confirm,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bookline.adapters.db import Database
@@ -41,6 +42,16 @@ def error_response(status: int, code: str, message: str, **details: Any) -> JSON
     )
 
 
+# a keyed route requires its Idempotency-Key (its OpenAPI says so); none, or an empty one, is still
+# answered 400 missing_idempotency_key, as before it was declared
+_NO_IDEMPOTENCY_KEY = {("missing", ("header", "idempotency-key")), ("string_too_short", ("header", "idempotency-key"))}
+
+
+def _only_the_idempotency_key_missing(errors: Sequence[Any]) -> bool:
+    found = [(e.get("type"), tuple(str(p).lower() for p in e.get("loc", ()))) for e in errors]
+    return len(found) == 1 and found[0] in _NO_IDEMPOTENCY_KEY
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     # only where and what, never the offending input (it could be a card number)
     parts = []
@@ -48,6 +59,16 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods of every route of the request's path (Starlette's own 405 names only the first
+    route's, and GET and POST /bookings are two routes)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -60,16 +81,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
+        if _only_the_idempotency_key_missing(errors):
+            return error_response(400, "missing_idempotency_key", "the Idempotency-Key header is required")
         return error_response(422, "validation_error", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI could not read the body at all (not JSON, not UTF-8 ...)
             return error_response(400, "malformed_json", "the request body is not valid JSON")
         codes = {404: "not_found", 405: "method_not_allowed", 408: "body_timeout", 413: "body_too_large"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response = error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        if exc.headers:  # what the exception carries (Starlette's 405 its Allow)
+            response.headers.update(exc.headers)
+        if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+            response.headers["Allow"] = allowed  # RFC 9110: every method the path takes
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

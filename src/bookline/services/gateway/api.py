@@ -26,7 +26,8 @@ from bookline.telemetry import ServiceTelemetry
 NAME = "payment-gateway"
 
 Money = Annotated[int, Field(gt=0, le=10**12, strict=True)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+# required (a missing one answers 400 missing_idempotency_key, see common.app)
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
 ERRORS = documented(401, 402, 403, 404, 409, 429, 502)
 
 
@@ -90,7 +91,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry, *, rng: random.Ra
         )
 
     @app.post("/v1/authorizations", status_code=201, dependencies=booking_only, responses=ERRORS)
-    async def authorize(body: AuthorizeIn, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    async def authorize(body: AuthorizeIn, idempotency_key: IdempotencyKey) -> JSONResponse:
         request = KeyedRequest.of(idempotency_key, "authorize", **body.model_dump())
         return _json(await handlers.authorize(db=db, tracer=tracer, sim=sim, request=request, **body.model_dump()))
 
@@ -101,22 +102,22 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry, *, rng: random.Ra
     @app.post("/v1/authorizations/{auth_id}/capture", dependencies=booking_only, responses=ERRORS)
     async def capture(
         auth_id: AuthorizationIdPath,
+        idempotency_key: IdempotencyKey,
         body: Annotated[AmountIn | None, Body()] = None,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         amount = body.amount_minor if body else None
         plan = lambda auth: handlers.plan_capture(auth, amount)  # noqa: E731
         return await change("capture", auth_id, idempotency_key, plan, amount_minor=amount)
 
     @app.post("/v1/authorizations/{auth_id}/void", dependencies=booking_only, responses=ERRORS)
-    async def void(auth_id: AuthorizationIdPath, idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    async def void(auth_id: AuthorizationIdPath, idempotency_key: IdempotencyKey) -> JSONResponse:
         return await change("void", auth_id, idempotency_key, handlers.plan_void)
 
     @app.post("/v1/authorizations/{auth_id}/refund", dependencies=booking_only, responses=ERRORS)
     async def refund(
         auth_id: AuthorizationIdPath,
+        idempotency_key: IdempotencyKey,
         body: Annotated[AmountIn | None, Body()] = None,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         amount = body.amount_minor if body else None
         plan = lambda auth: handlers.plan_refund(auth, amount)  # noqa: E731

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from html import escape
+from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from bookline.config import Settings
-from bookline.services.common.app import create_service_app, error_response
+from bookline.services.common.app import create_service_app, documented, error_response
 from bookline.services.telemetry import metric_queries, queries, viewer
 from bookline.services.telemetry.access import SESSION_COOKIE, SESSION_S, IngestRefused, StoreAccess, resources_of
 from bookline.services.telemetry.admin import add_admin_routes
@@ -176,6 +177,9 @@ def _guard_reads(app: FastAPI, access: StoreAccess) -> None:
 # ---- read API -------------------------------------------------------------------------------------
 
 
+_TRACE_ID = "^[0-9a-fA-F]{32}$"
+
+
 def _invalid(exc: InvalidFilterError) -> JSONResponse:
     return error_response(400, "invalid_filter", str(exc))
 
@@ -193,8 +197,11 @@ def _add_read_routes(app: FastAPI, store: TelemetryStore) -> None:
             return _invalid(exc)
         return JSONResponse(await store.read(queries.search_traces, query))
 
-    @app.get("/api/traces/{trace_id}")
-    async def get_trace(trace_id: str) -> JSONResponse:
+    # the pattern is documented, not enforced by FastAPI: the route answers 400 invalid_trace_id itself
+    @app.get("/api/traces/{trace_id}", responses=documented(404))
+    async def get_trace(
+        trace_id: Annotated[str, Path(description="32 hexadecimal digits", json_schema_extra={"pattern": _TRACE_ID})],
+    ) -> JSONResponse:
         try:
             wanted = hex_id({"trace_id": trace_id}, "trace_id", 32)
         except InvalidFilterError:
@@ -232,7 +239,7 @@ def _add_read_routes(app: FastAPI, store: TelemetryStore) -> None:
     async def list_metrics() -> JSONResponse:
         return JSONResponse(await store.read(metric_queries.metric_list))
 
-    @app.get("/api/metrics/{name}")
+    @app.get("/api/metrics/{name}", responses=documented(404))
     async def one_metric(name: str, request: Request) -> JSONResponse:
         try:
             since = parse_time_ns(request.query_params, "since")
