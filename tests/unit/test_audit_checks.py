@@ -11,6 +11,7 @@ import pytest
 from bookline.audit.checks import (
     Policy,
     check_compensations_traced,
+    check_confirmed_bookings_never_overlap,
     check_expired_holds_never_count,
     check_money_balances,
     check_no_card_numbers,
@@ -50,6 +51,8 @@ def booking(n: str, status: str, *, steps: dict[str, str], total: int = 20000, *
         created_at=OLD - 10,
         updated_at=OLD,
         room_id="r1",
+        check_in=MAR,
+        check_out=date(2027, 3, 7),
         total_minor=total,
         currency="EUR",
         trace_id=f"{n:0>32}",
@@ -132,9 +135,9 @@ def test_two_claim_rows_on_one_room_night_are_a_violation_naming_the_later_claim
     assert "room r1, night 2027-03-05: 2 claims" in v.message
 
 
-def test_two_confirmed_bookings_overlapping_on_a_room_are_a_violation_but_a_cancelled_one_is_not() -> None:
+def test_two_confirmed_bookings_overlapping_on_a_room_are_a_violation_in_each_services_records() -> None:
     snap = consistent()
-    snap.bookings.append(booking("c2", "confirmed", steps=DONE))
+    snap.bookings.append(booking("c2", "confirmed", steps=DONE, created_at=OLD))
     later = dataclasses.replace(snap.confirmations[0], reservation_id="rsv_c2", booking_id="bk_c2", created_at=OLD)
     snap.confirmations.append(later)
     # the cancelled booking's nights taken again: that is what cancelling is for
@@ -142,10 +145,35 @@ def test_two_confirmed_bookings_overlapping_on_a_room_are_a_violation_but_a_canc
         ConfirmationRecord("rsv_c3", "bk_c3", "confirmed", "r1", date(2027, 3, 10), date(2027, 3, 11))
     )
 
-    v = only(check_room_nights_claimed_once(snap, POLICY))
+    result = check_confirmed_bookings_never_overlap(snap, POLICY)
 
-    assert v.booking_id == "bk_c2"
-    assert "rsv_c1" in v.message and "2 night(s)" in v.message
+    assert sorted((v.service, v.booking_id) for v in result.violations) == [
+        ("booking-service", "bk_c2"),
+        ("confirmation-service", "bk_c2"),
+    ]
+    assert all("bk_c1" in v.message and v.trace_id == "c2".rjust(32, "0") for v in result.violations)
+
+
+def test_a_double_booking_only_booking_service_remembers_is_still_found() -> None:
+    # confirmation-service's record of the first booking was made to say "cancelled": booking-service's stands
+    snap = consistent()
+    snap.bookings.append(booking("c2", "confirmed", steps=DONE, created_at=OLD, check_in=date(2027, 3, 6)))
+
+    v = only(check_confirmed_bookings_never_overlap(snap, POLICY))
+
+    assert (v.service, v.booking_id) == ("booking-service", "bk_c2")
+
+
+def test_stays_that_only_touch_share_no_night() -> None:
+    snap = consistent()
+    snap.bookings.append(
+        booking("c2", "confirmed", steps=DONE, created_at=OLD, check_in=date(2027, 3, 7), check_out=date(2027, 3, 9))
+    )
+    snap.confirmations.append(
+        ConfirmationRecord("rsv_c2", "bk_c2", "confirmed", "r1", date(2027, 3, 7), date(2027, 3, 9))
+    )
+
+    assert check_confirmed_bookings_never_overlap(snap, POLICY).violations == []
 
 
 # ---- 2 -------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from bookline.audit.snapshot import BookingRecord, Snapshot, nights_of
@@ -112,7 +112,7 @@ def _money(minor: int, currency: str | None) -> str:
 
 
 def check_room_nights_claimed_once(snapshot: Snapshot, policy: Policy = Policy()) -> CheckResult:
-    """Two live bookings on one room and night, or two claim rows for one room-night."""
+    """Two claim rows for one room-night in availability-service."""
     facts = _Facts(snapshot, policy)
     result = CheckResult("room_night_claimed_once", "no room-night claimed twice")
     claimants: dict[tuple[str, date], list[str]] = defaultdict(list)
@@ -127,28 +127,53 @@ def check_room_nights_claimed_once(snapshot: Snapshot, policy: Policy = Policy()
                 f"room {room}, night {night}: {len(reservations)} claims ({', '.join(sorted(reservations))})",
                 reservation_id=later,
             ))  # fmt: skip
-    live = [c for c in snapshot.confirmations if c.status == "confirmed"]
-    holders: dict[tuple[str, date], list[str]] = defaultdict(list)
-    for booking in live:
-        for night in nights_of(booking.check_in, booking.check_out):
-            holders[(booking.room_id, night)].append(booking.reservation_id)
-    shared: dict[tuple[str, ...], list[tuple[str, date]]] = defaultdict(list)
-    for place, reservations in holders.items():
-        if len(reservations) > 1:
-            shared[tuple(sorted(reservations))].append(place)
-    created = {c.reservation_id: c.created_at for c in live}
-    booking_of = {c.reservation_id: c.booking_id for c in live}
-    for reservations, places in sorted(shared.items()):
-        room, first = min(places, key=lambda p: p[1])
-        later = max(reservations, key=lambda r: (created[r], r))  # the one that should never have been
-        others = ", ".join(r for r in reservations if r != later)
-        result.violations.append(facts.violation(
-            result.check,
-            f"confirmed on room {room} for {len(places)} night(s) from {first} that {others} also holds",
-            reservation_id=later,
-            booking_id=booking_of[later],
-        ))  # fmt: skip
-    result.checked = len(snapshot.claims) + len(live)
+    result.checked = len(snapshot.claims)
+    return result
+
+
+# ---- 1b. no two confirmed bookings on one room-night, by the bookings' own records ---------------
+
+
+def check_confirmed_bookings_never_overlap(snapshot: Snapshot, policy: Policy = Policy()) -> CheckResult:
+    """Two confirmed bookings on one room and night, in booking-service's records or in
+    confirmation-service's: the bookings themselves, whatever availability-service was made to say
+    (nights restored behind a booking's back leave its claims gone but the booking standing)."""
+    facts = _Facts(snapshot, policy)
+    result = CheckResult("confirmed_bookings_never_overlap", "no two confirmed bookings share a room-night")
+    booked = [
+        ("booking-service", b.booking_id, b.reservation_id, b.room_id, b.check_in, b.check_out, b.created_at)
+        for b in snapshot.bookings
+        if b.status == "confirmed" and b.room_id and b.check_in and b.check_out
+    ]
+    confirmed = [
+        ("confirmation-service", c.booking_id, c.reservation_id, c.room_id, c.check_in, c.check_out, c.created_at)
+        for c in snapshot.confirmations
+        if c.status == "confirmed"
+    ]
+    for records in (booked, confirmed):
+        holders: dict[tuple[str, date], list[tuple[float, str, str, str]]] = defaultdict(list)
+        for service, booking_id, reservation_id, room, check_in, check_out, created in records:
+            for night in nights_of(check_in, check_out):
+                holders[(room, night)].append((created, booking_id, reservation_id, service))
+        reported: set[tuple[str, str]] = set()
+        for (room, night), bookings in sorted(holders.items()):
+            if len(bookings) < 2:
+                continue
+            bookings.sort()
+            for _created, booking_id, reservation_id, service in bookings[1:]:  # each later one should never be
+                if (service, booking_id) in reported:
+                    continue
+                reported.add((service, booking_id))
+                result.violations.append(replace(
+                    facts.violation(
+                        result.check,
+                        f"{service}: confirmed on room {room} from {night}, a night {bookings[0][1]} also holds",
+                        reservation_id=reservation_id,
+                        booking_id=booking_id,
+                    ),
+                    service=service,
+                ))  # fmt: skip
+    result.checked = len(booked) + len(confirmed)
     return result
 
 
@@ -396,6 +421,7 @@ def check_no_card_numbers(snapshot: Snapshot, policy: Policy = Policy()) -> Chec
 
 CHECKS: tuple[Callable[[Snapshot, Policy], CheckResult], ...] = (
     check_room_nights_claimed_once,
+    check_confirmed_bookings_never_overlap,
     check_expired_holds_never_count,
     check_money_balances,
     check_no_open_authorization,

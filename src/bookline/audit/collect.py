@@ -135,6 +135,8 @@ def _booking(b: dict[str, Any]) -> BookingRecord:
         outcome=b.get("outcome"),
         failure_code=b.get("failure_code"),
         room_id=b.get("room_id"),
+        check_in=date.fromisoformat(b["check_in"]) if b.get("check_in") else None,
+        check_out=date.fromisoformat(b["check_out"]) if b.get("check_out") else None,
         total_minor=b.get("total_minor"),
         currency=b.get("currency"),
         payment_transaction_id=b.get("payment_transaction_id"),

@@ -32,6 +32,8 @@ class BookingRecord:
     outcome: str | None = None
     failure_code: str | None = None
     room_id: str | None = None
+    check_in: date | None = None
+    check_out: date | None = None
     total_minor: int | None = None
     currency: str | None = None
     payment_transaction_id: str | None = None
