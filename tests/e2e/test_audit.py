@@ -79,6 +79,7 @@ def test_audit_passes_on_a_healthy_stack_and_names_the_booking_and_trace_of_each
         assert code == 0, output
         assert {c["check"]: c["status"] for c in report["checks"]} == {
             "room_night_claimed_once": "pass",
+            "confirmed_bookings_never_overlap": "pass",
             "expired_hold_not_counted": "pass",
             "money_balances": "pass",
             "no_open_authorization": "pass",

@@ -210,6 +210,26 @@ def test_the_card_scan_names_where_a_card_number_is_stored_never_the_number(admi
     assert CARD not in r.text and grouped not in r.text
 
 
+def test_the_card_scan_finds_a_card_joined_to_a_word_and_honours_since(admin_stack, made) -> None:
+    db = admin_stack.settings.data_dir / "booking.db"
+    booking_id = made["confirmed"]["booking_id"]
+    url = admin_stack.url("booking-service") + "/admin/card-scan"
+    with sqlite3.connect(db) as conn:  # written long ago (updated_at 1000), a card glued to an id
+        row = conn.execute("SELECT user_id, updated_at FROM bookings WHERE booking_id = ?", (booking_id,)).fetchone()
+        conn.execute(
+            "UPDATE bookings SET user_id = ?, updated_at = 1000 WHERE booking_id = ?", (f"u-{CARD}", booking_id)
+        )
+    try:
+        everything = httpx.get(url, headers=AUTH, timeout=30).json()
+        recent = httpx.get(url, params={"since": time.time() - 3600}, headers=AUTH, timeout=30).json()
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE bookings SET user_id = ?, updated_at = ? WHERE booking_id = ?", (*row, booking_id))
+
+    assert everything["hits"] == [{"table": "bookings", "column": "user_id", "row_key": booking_id}]
+    assert recent["hits"] == [] and recent["rows_scanned"] < everything["rows_scanned"]
+
+
 def test_the_admin_token_is_in_no_span_and_no_log_line(admin_stack, made, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     for service, paths in ADMIN_PATHS.items():

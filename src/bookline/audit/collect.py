@@ -223,7 +223,7 @@ def read_notifications(reader: AdminReader, since: float | None) -> tuple[list[N
 
 def read_card_scans(reader: AdminReader, snapshot: Snapshot) -> None:
     for spec in SERVICES:
-        body = reader.get(spec.name, "/admin/card-scan")
+        body = reader.get(spec.name, "/admin/card-scan", _since(snapshot.since))
         snapshot.card_scanned.append(spec.name)
         snapshot.card_hits.extend(_hits(spec.name, body))
 

@@ -92,8 +92,8 @@ def database_admin_router(settings: Settings, db: Database, metadata: MetaData, 
     where ``owner``'s tables hold something that is a card number (never the value)."""
     router = admin_router(settings)
 
-    async def card_scan() -> dict[str, Any]:
-        return (await scan_tables(db, metadata.sorted_tables)).body()
+    async def card_scan(since: Since = None) -> dict[str, Any]:
+        return (await scan_tables(db, metadata.sorted_tables, since=since)).body()
 
     card_scan.__doc__ = f"Where {owner}'s database holds something that is a card number (never the value)."
     router.add_api_route("/card-scan", card_scan, methods=["GET"])

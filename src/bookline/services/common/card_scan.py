@@ -108,8 +108,23 @@ def row_key(values: Iterable[Any]) -> str:
     return "/".join(str(v) for v in values)
 
 
-async def scan_tables(db: Database, tables: Iterable[Table], scan: CardScan | None = None) -> CardScan:
-    """Examine every text column of every row of ``tables`` in the service's own database.
+# the column that says when a row was last written, in the order they are looked for
+TIME_COLUMNS = ("updated_at", "created_at", "sent_at", "checked_at")
+
+
+def written_at(table: Table) -> Any:
+    """The column of ``table`` that says when a row was written (a unix time), or None."""
+    for name in TIME_COLUMNS:
+        if name in table.c:
+            return table.c[name]
+    return None
+
+
+async def scan_tables(
+    db: Database, tables: Iterable[Table], scan: CardScan | None = None, *, since: float | None = None
+) -> CardScan:
+    """Examine every text column of every row of ``tables`` in the service's own database; with
+    ``since``, only the rows written at or after it (a table with no time column is read whole).
 
     Rows are fetched a few thousand at a time, letting the service's other requests run between
     batches (a SQLite read runs on the event loop's thread).
@@ -120,8 +135,12 @@ async def scan_tables(db: Database, tables: Iterable[Table], scan: CardScan | No
         keys = list(table.primary_key.columns)
         if not texts:
             continue
+        query = select(*keys, *texts)
+        when = written_at(table)
+        if since is not None and when is not None:
+            query = query.where(when >= since)
         async with db.read() as conn:
-            result = await conn.execute(select(*keys, *texts))
+            result = await conn.execute(query)
             while batch := result.fetchmany(_FETCH_ROWS):
                 for row in batch:
                     scan.row(

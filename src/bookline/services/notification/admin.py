@@ -107,10 +107,10 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
         return {"mail": page, "next": encode_cursor([page[-1]["file"]]) if more else None}
 
     @router.get("/card-scan")
-    async def card_scan() -> dict[str, Any]:
-        """Where notification-service's database, or the queue it consumes, holds something that is a
-        card number (never the value)."""
-        scan = await scan_tables(db, metadata.sorted_tables)
+    async def card_scan(since: Since = None) -> dict[str, Any]:
+        """Where notification-service's database (its rows written since ``since``, if given), or the
+        queue it consumes (all of it), holds something that is a card number (never the value)."""
+        scan = await scan_tables(db, metadata.sorted_tables, since=since)
         await asyncio.to_thread(scan_queue, settings.queue_path, scan)
         return scan.body()
 
