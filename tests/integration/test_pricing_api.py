@@ -241,7 +241,7 @@ async def test_quote_for_a_room_of_another_property_is_404_room_not_priced(prici
 
 
 async def test_unknown_quote_is_404_quote_not_found(pricing):
-    response = await pricing.http.get("/quotes/q_" + "ab" * 16)
+    response = await pricing.http.get("/quotes/q_" + "ab" * 12)
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "quote_not_found"
@@ -324,7 +324,7 @@ async def test_quote_round_trip_on_postgresql(tmp_path):
 
 
 async def test_a_quote_id_out_of_its_format_is_422(pricing):
-    for quote_id in ("q_0123456789abcdef", "q_4111111111111111" + "ab" * 8, "4242424242424242"):
+    for quote_id in ("q_0123456789abcdef", "q_4111111111111111" + "ab" * 4, "4242424242424242"):
         response = await pricing.http.get(f"/quotes/{quote_id}")
         assert response.status_code == 422, quote_id
         assert "4111111111111111" not in response.text and "4242424242424242" not in response.text

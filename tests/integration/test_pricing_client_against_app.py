@@ -49,6 +49,6 @@ async def test_client_prices_rooms_then_quotes_one_and_reads_the_quote_back(clie
 async def test_client_raises_quote_not_found_for_an_unknown_quote(client):
     # codes without a class of their own in domain.errors come back as BooklineError
     with pytest.raises(BooklineError) as err:
-        await client.get_quote("q_" + "ab" * 16)
+        await client.get_quote("q_" + "ab" * 12)
 
     assert (err.value.status, err.value.code) == (404, "quote_not_found")

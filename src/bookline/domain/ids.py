@@ -15,7 +15,7 @@ BOOKING_ID = r"^bk_[0-9a-f]{24}$"
 RESERVATION_ID = r"^rsv_[0-9a-f]{24}$"
 AUTHORIZATION_ID = r"^auth_[0-9a-f]{24}$"
 CARD_TOKEN = r"^tok_[0-9a-f]{24}$"
-QUOTE_ID = r"^q_[0-9a-f]{32}$"
+QUOTE_ID = r"^q_[0-9a-f]{24}$"
 # inventory ids come from the hotel's own systems: lowercase words and digits joined by hyphens
 PROPERTY_ID = r"^[a-z][a-z0-9-]{0,39}$"
 ROOM_ID = r"^[a-z][a-z0-9-]{0,59}$"
@@ -46,7 +46,7 @@ def new_card_token() -> str:
 
 
 def new_quote_id() -> str:
-    return _new("q_", 32)
+    return _new("q_", 24)
 
 
 def refuse_card_number(value: str) -> str:

@@ -188,11 +188,14 @@ def _events(events: Any, redact: bool) -> str:
 
 
 def _links(links: Any, redact: bool) -> str:
-    decoded = [
-        {"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(), "attributes": attributes_of(k.attributes)}
-        for k in links
-    ]
-    return _clean_json(decoded, compact(decoded)) if redact else compact(decoded)
+    # the linked ids are ids, whatever digits they hold: only the attributes are looked through
+    decoded = []
+    for k in links:
+        attributes = attributes_of(k.attributes)
+        if redact and attributes:
+            attributes = json.loads(_clean_json(attributes, compact(attributes)))
+        decoded.append({"trace_id": k.trace_id.hex(), "span_id": k.span_id.hex(), "attributes": attributes})
+    return compact(decoded)
 
 
 def decode_spans(request: ExportTraceServiceRequest, redact: bool = True) -> DecodedSpans:
