@@ -57,8 +57,8 @@ async def test_the_viewer_sign_in_keeps_a_session_cookie(tmp_path: Path):
             "/login", content=f"token={TOKEN}", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
         cookie = signed_in.cookies.get("bookline_viewer")
-        with_cookie = await http.get("/api/traces", cookies={"bookline_viewer": cookie})
-        forged = await http.get("/api/traces", cookies={"bookline_viewer": cookie[:-4] + "AAAA"})
+        with_cookie = await http.get("/api/traces", headers={"Cookie": f"bookline_viewer={cookie}"})
+        forged = await http.get("/api/traces", headers={"Cookie": f"bookline_viewer={cookie[:-4]}AAAA"})
     assert refused.status_code == 401
     assert signed_in.status_code == 303 and cookie and TOKEN not in cookie
     assert "httponly" in signed_in.headers["set-cookie"].lower()
