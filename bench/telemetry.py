@@ -139,7 +139,8 @@ def exporter(url: str, spans: int, seed: int, ready: Any, go: Any, stop_at: Any,
     body = template_request(spans, seed)
     per_request = (spans // SPANS_PER_TRACE) * SPANS_PER_TRACE
     acked = 0
-    with httpx.Client(timeout=60, headers={"content-type": "application/x-protobuf"}) as http:
+    headers = {"content-type": "application/x-protobuf", "authorization": f"Bearer {INGEST_TOKEN}"}
+    with httpx.Client(timeout=60, headers=headers) as http:
         ready.put(seed)
         go.wait()
         cpu = time.process_time()
@@ -178,6 +179,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+INGEST_TOKEN = "bench-ingest-token"
+
+
 def start_store(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     policy = data_dir / "keep-everything.yaml"
@@ -187,6 +191,8 @@ def start_store(data_dir: Path) -> tuple[subprocess.Popen, str]:
         BOOKLINE_TELEMETRY_PORT=str(port),
         BOOKLINE_SAMPLING_POLICY_FILE=str(policy),
         BOOKLINE_TELEMETRY_MAX_SPANS=str(50_000_000),  # retention must not delete during the run
+        # the exporters present it, as a Collector does (the store takes no anonymous export)
+        BOOKLINE_TELEMETRY_INGEST_TOKEN=INGEST_TOKEN,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "bookline", "serve", "telemetry", "--data-dir", str(data_dir)],

@@ -236,16 +236,16 @@ def decode_spans(request: ExportTraceServiceRequest, redact: bool = True) -> Dec
                     kind = 0
                 name = span.name
                 message = status.message or None
-                if redact:
-                    name = _clean_text(name)
-                    message = _clean_text(message) if message else None
                 start = span.start_time_unix_nano
                 end = span.end_time_unix_nano
                 if end < start:  # a clock step must not give a negative duration
                     end = start
                 events, links = span.events, span.links
                 attributes_json = compact_(attributes)
-                if redact and needs_scrub_unremembered(attributes_json):
+                # one look at the name, the message and the attributes together: a copy only when dirty
+                if redact and needs_scrub_unremembered(f"{name}\n{message}\n{attributes_json}"):
+                    name = _clean_text(name)
+                    message = _clean_text(message) if message else None
                     attributes = _cleaned(attributes)
                     attributes_json = compact_(attributes)
                 add_row(
