@@ -17,15 +17,25 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def write_secret(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` with mode 0600, atomically: the mode is set before any byte of
-    the secret is on disk, and the file appears under its name only once it is complete."""
+def _written_aside(path: Path, content: bytes) -> Path:
+    """``content`` in a temporary file beside ``path``, mode 0600 before any byte is written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def write_secret(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` with mode 0600, atomically: the file appears under its name only
+    once it is complete."""
+    temporary = _written_aside(path, content)
+    try:
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -37,12 +47,8 @@ def create_secret_once(path: Path, content: bytes) -> bool:
     race: its file is kept). True when this call wrote it."""
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    temporary = _written_aside(path, content)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
         os.link(temporary, path)  # fails if the name exists: the first writer wins
         return True
     except FileExistsError:

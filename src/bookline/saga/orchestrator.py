@@ -161,9 +161,7 @@ class Orchestrator:
                 response = await self._run(req, room_id, quote, span, key if guarded else None)
             except Exception as exc:  # noqa: BLE001 - every failure ends in a rollback and a stored answer
                 response = await self._fail(req, exc, span, key if guarded else None, ids)
-        status = "success" if response.status == 201 else (
-            "timeout" if response.status == 504 else "failed"
-        )
+        status = "success" if response.status == 201 else ("timeout" if response.status == 504 else "failed")
         log.info("booking %s ended %s (%d)", req.booking_id, status, response.status)
         deps.instruments.attempts.add(1, {"booking.status": status, "booking.source": req.source})
         deps.instruments.duration.record((time.monotonic() - started) * 1000, {"booking.status": status})
@@ -301,7 +299,10 @@ class Orchestrator:
             # only booking-service may give booked nights back, and only once the booking is cancelled
             await deps.availability.restore_inventory(booking.reservation_id)
         await deps.store.finish(
-            booking.booking_id, status=BookingStatus.CANCELLED, key=None, response=None,
+            booking.booking_id,
+            status=BookingStatus.CANCELLED,
+            key=None,
+            response=None,
             steps={"cancel": "done", "refund": "started"},
         )
         try:
@@ -317,12 +318,9 @@ class Orchestrator:
         return booking_view(row, step_status)
 
 
-def booking_summary(row: Any) -> dict:
-    """A booking as a customer's list shows it (``GET /bookings``)."""
+def _stay(row: Any) -> dict:
+    """What was booked: the room, the nights, the guests and the price."""
     return {
-        "booking_id": row.booking_id,
-        "status": row.status,
-        "confirmation_code": row.confirmation_code,
         "property_id": row.property_id,
         "room_id": row.room_id,
         "check_in": row.check_in.isoformat(),
@@ -330,8 +328,22 @@ def booking_summary(row: Any) -> dict:
         "guests": row.guests,
         "total_minor": row.total_minor,
         "currency": row.currency,
+    }
+
+
+def _trace_id(row: Any) -> str | None:
+    return row.trace_parent.split("-")[1] if row.trace_parent else None
+
+
+def booking_summary(row: Any) -> dict:
+    """A booking as a customer's list shows it (``GET /bookings``)."""
+    return {
+        "booking_id": row.booking_id,
+        "status": row.status,
+        "confirmation_code": row.confirmation_code,
+        **_stay(row),
         "created_at": row.created_at,
-        "trace_id": row.trace_parent.split("-")[1] if row.trace_parent else None,
+        "trace_id": _trace_id(row),
     }
 
 
@@ -356,13 +368,7 @@ def booking_view(row: Any, step_status: dict[str, str]) -> dict:
         "confirmation_code": row.confirmation_code,
         "user_id": row.user_id,
         "source": row.source,
-        "property_id": row.property_id,
-        "room_id": row.room_id,
-        "check_in": row.check_in.isoformat(),
-        "check_out": row.check_out.isoformat(),
-        "guests": row.guests,
-        "total_minor": row.total_minor,
-        "currency": row.currency,
+        **_stay(row),
         "payment": {
             "method": row.payment_method,
             "card_last_four": row.card_last_four,
@@ -370,6 +376,5 @@ def booking_view(row: Any, step_status: dict[str, str]) -> dict:
             "status": payment,
         },
         "steps": step_status,
-        "trace_id": row.trace_parent.split("-")[1] if row.trace_parent else None,
+        "trace_id": _trace_id(row),
     }
-
