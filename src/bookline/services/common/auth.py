@@ -31,6 +31,8 @@ _service_bearer = HTTPBearer(
     auto_error=False, scheme_name="service", description="a Bookline service's credential (a short-lived JWT)"
 )
 Bearer = HTTPAuthorizationCredentials | None
+# addresses remembered for failing here (a flood from many addresses must not grow it without end)
+MAX_SUSPECTS = 10_000
 
 
 def challenge(realm: str, code: str | None) -> dict[str, str]:
@@ -60,7 +62,10 @@ class Auth:
 
     async def _failed(self, request: Request, exc: Unauthenticated, realm: str) -> Unauthenticated:
         address = client_address(request)
-        self._suspects[address] = time.monotonic()
+        self._suspects.pop(address, None)
+        self._suspects[address] = time.monotonic()  # the newest last: the oldest go first when there are many
+        if len(self._suspects) > MAX_SUSPECTS:
+            del self._suspects[next(iter(self._suspects))]
         await self.limits.hit("failed_auth_per_address", address)
         exc.headers = challenge(realm, None if exc.code == "missing_token" else "invalid_token")
         return exc
