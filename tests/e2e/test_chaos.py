@@ -101,8 +101,8 @@ def crash_a_few_times(up: RunningUp, data_dir: Path, stop: threading.Event) -> l
     return hit
 
 
-def run_load(up: RunningUp, report: Path, *options: str) -> dict[str, Any]:
-    done = bookline(up, "load", "--json", str(report), "--seed", "4", "--data-dir", str(up.data_dir), *options)
+def run_load(up: RunningUp, report: Path, *options: str, seed: int = 4) -> dict[str, Any]:
+    done = bookline(up, "load", "--json", str(report), "--seed", str(seed), "--data-dir", str(up.data_dir), *options)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(report.read_text())
 
@@ -183,24 +183,33 @@ def test_no_booking_and_no_money_is_lost_under_faults_crashes_and_contention(tmp
                 "queue.redelivery_rate", "crash.after_authorize"} <= fired, fired  # fmt: skip
 
 
+BURSTS = 4
+
+
 def test_control_without_the_room_night_key_the_audit_finds_the_double_booking(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     data_dir.mkdir()
     env = {**FAST_RECOVERY, "BOOKLINE_UNSAFE_DISABLE_ROOM_NIGHT_GUARD": "true"}
     with bookline_up(data_dir, env=env, properties=2, rooms_per_property=4) as up:
         set_faults(up, data_dir, *FAULTS)
-        # a burst at the hot rooms: the first guests all find them free before any hold is placed
-        run_load(
-            up, tmp_path / "load.json", "--rate", "300", "--duration", "1s", "--concurrency", "128",
-            "--mix", "book=100", "--hot-rooms", "4", "--hot-share", "1",
-        )  # fmt: skip
-        time.sleep(3)  # past the audit's grace period
-
-        done = bookline(up, "audit", "--json", str(tmp_path / "audit.json"), "--data-dir", str(data_dir))
+        # a burst at the hot rooms: the first guests all find them free before any hold is placed. The
+        # race is won by chance (how many searches run before the first hold lands): a burst that made
+        # no double booking is followed by another, on other nights, a few times at most
+        for attempt in range(BURSTS):
+            run_load(
+                up, tmp_path / f"load-{attempt}.json", "--rate", "300", "--duration", "1s", "--concurrency", "128",
+                "--mix", "book=100", "--hot-rooms", "4", "--hot-share", "1", seed=4 + attempt,
+            )  # fmt: skip
+            time.sleep(3)  # past the audit's grace period
+            done = bookline(up, "audit", "--json", str(tmp_path / "audit.json"), "--data-dir", str(data_dir))
+            if done.returncode == 1:
+                break
 
     report = json.loads((tmp_path / "audit.json").read_text())
     assert done.returncode == 1, done.stdout + done.stderr
-    doubles = [v for v in report["violations"] if v["check"] == "room_night_claimed_once"]
+    doubles = [
+        v for v in report["violations"] if v["check"] in ("room_night_claimed_once", "confirmed_bookings_never_overlap")
+    ]
     assert doubles, report["violations"]
     assert all(v["booking_id"] and v["trace_id"] for v in doubles), doubles
     assert doubles[0]["booking_id"] in done.stdout
