@@ -230,6 +230,21 @@ def test_the_card_scan_finds_a_card_joined_to_a_word_and_honours_since(admin_sta
     assert recent["hits"] == [] and recent["rows_scanned"] < everything["rows_scanned"]
 
 
+def test_a_table_without_a_time_column_is_scanned_whole_whatever_since_says(admin_stack, made) -> None:
+    db = admin_stack.settings.data_dir / "availability.db"
+    url = admin_stack.url("availability-service") + "/admin/card-scan"
+    with sqlite3.connect(db) as conn:  # properties say nothing of when they were written
+        property_id, name = conn.execute("SELECT property_id, name FROM properties ORDER BY property_id").fetchone()
+        conn.execute("UPDATE properties SET name = ? WHERE property_id = ?", ("x4000056655665556", property_id))
+    try:
+        later = httpx.get(url, params={"since": time.time() + 3600}, headers=AUTH, timeout=30).json()
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE properties SET name = ? WHERE property_id = ?", (name, property_id))
+
+    assert later["hits"] == [{"table": "properties", "column": "name", "row_key": property_id}]
+
+
 def test_the_admin_token_is_in_no_span_and_no_log_line(admin_stack, made, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     for service, paths in ADMIN_PATHS.items():

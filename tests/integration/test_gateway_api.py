@@ -1,5 +1,6 @@
 """payment-gateway over HTTP, in-process on a real SQLite file: tokens, authorizations and their
-life, the test cards, the slow card, random faults, and the spans each operation leaves."""
+life, the test cards, the slow card, random faults, and the spans each operation leaves; who may move
+money (booking-service alone, with its service credential) and the one format of every id."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bookline.auth.provision import provision_keys
-from bookline.config import Settings
+from bookline.config import SERVICES, Settings
 from bookline.services.gateway.api import build_app
 from bookline.telemetry import setup_telemetry
 from support.booking import as_service, rsv_id
@@ -39,8 +42,15 @@ PAYMENT_ATTRIBUTES = {
 
 @dataclass
 class Gateway:
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # presents booking-service's credential
     spans: InMemorySpanExporter
+    app: Any
+    key_dir: Path
+
+    def client_of(self, caller: str | None) -> httpx.AsyncClient:
+        """A client of the same app presenting ``caller``'s service credential, or none at all."""
+        headers = as_service(self.key_dir, caller, "payment-gateway") if caller else {}
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://gw", headers=headers)
 
     async def token(self, number: str = "4242424242424242") -> str:
         card = {"number": number, "exp_month": 12, "exp_year": EXP_YEAR, "cvc": "123"}
@@ -83,7 +93,7 @@ async def running_gateway(tmp_path, rng: random.Random | None = None, **override
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=caller
         ) as http:
-            yield Gateway(http, spans)
+            yield Gateway(http, spans, app, settings.key_dir)
     telemetry.shutdown()
 
 
@@ -314,3 +324,204 @@ async def test_each_operation_has_one_internal_span_with_payment_attributes_only
         "booking.reservation_id": rsv_id(9),
     }
     assert spans[0].attributes == {"payment.card_last_four": "4242", "payment.card_brand": "visa"}
+
+
+# --- who may move money: booking-service alone, with its service credential --------------------------
+
+BOOKING_ONLY = ["authorize", "capture", "void", "refund", "read", "find by key", "ledger"]
+
+
+async def captured_authorization(gw: Gateway) -> tuple[str, dict]:
+    """A card token and an authorization of 10,000 captured in full, made as booking-service."""
+    token = await gw.token()
+    auth = (await gw.authorize(token, "pay-1", amount=10_000)).json()
+    assert (await gw.act(auth["id"], "capture", "cap-1")).status_code == 200
+    return token, auth
+
+
+async def call_route(http: httpx.AsyncClient, route: str, token: str, auth_id: str) -> httpx.Response:
+    """``route`` with inputs that are right in every way but, perhaps, the credential."""
+    if route == "authorize":
+        body = {"token": token, "amount_minor": 5_000, "currency": "EUR", "reservation_id": rsv_id(1)}
+        return await http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "pay-stolen"})
+    if route in ("capture", "void", "refund"):
+        key = {"Idempotency-Key": f"{route}-stolen"}
+        return await http.post(f"/v1/authorizations/{auth_id}/{route}", json=None, headers=key)
+    if route == "read":
+        return await http.get(f"/v1/authorizations/{auth_id}")
+    if route == "find by key":
+        return await http.get("/v1/authorizations", params={"idempotency_key": "pay-1"})
+    assert route == "ledger"
+    return await http.get("/v1/ledger", params={"reservation_id": rsv_id(1)})
+
+
+async def money_as_it_was(gw: Gateway, auth: dict, internal_spans: list) -> None:
+    """Nothing a refused call asked for happened: one authorization, captured, not refunded or voided,
+    no payment operation run, and the keys of the refused calls still free for booking-service."""
+    ledger = await gw.ledger()
+    assert [a["id"] for a in ledger["authorizations"]] == [auth["id"]]
+    assert (ledger["authorized_minor"], ledger["captured_minor"]) == (10_000, 10_000)
+    assert (ledger["refunded_minor"], ledger["voided_minor"]) == (0, 0)
+    assert [s.name for s in gw.internal_spans()] == internal_spans
+    lookup = await gw.http.get("/v1/authorizations", params={"idempotency_key": "pay-stolen"})
+    assert lookup.status_code == 404
+    refund = await gw.act(auth["id"], "refund", "refund-stolen", amount_minor=1_000)
+    assert (refund.status_code, refund.json()["refunded_minor"]) == (200, 1_000)
+
+
+@pytest.mark.parametrize("route", BOOKING_ONLY)
+async def test_a_payment_route_without_a_service_credential_answers_401_and_moves_no_money(gw, route):
+    token, auth = await captured_authorization(gw)
+    before = [s.name for s in gw.internal_spans()]
+
+    async with gw.client_of(None) as anonymous:
+        response = await call_route(anonymous, route, token, auth["id"])
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "missing_token"
+    # RFC 6750: a challenge, without an error attribute when no token came at all
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="payment-gateway"'
+    await money_as_it_was(gw, auth, before)
+
+
+@pytest.mark.parametrize("route", BOOKING_ONLY)
+async def test_a_payment_route_called_by_another_service_answers_403_and_moves_no_money(gw, route):
+    token, auth = await captured_authorization(gw)
+    before = [s.name for s in gw.internal_spans()]
+
+    async with gw.client_of("confirmation-service") as intruder:
+        response = await call_route(intruder, route, token, auth["id"])
+
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "service_forbidden"
+    assert "confirmation-service" in response.json()["error"]["message"]
+    await money_as_it_was(gw, auth, before)
+
+
+async def test_no_service_but_booking_service_may_refund(gw):
+    _token, auth = await captured_authorization(gw)
+    before = [s.name for s in gw.internal_spans()]
+    others = [s.name for s in SERVICES if s.name != "booking-service"]
+    assert others  # every other service of Bookline, the gateway itself included
+
+    for caller in others:
+        async with gw.client_of(caller) as intruder:
+            refused = await intruder.post(
+                f"/v1/authorizations/{auth['id']}/refund", headers={"Idempotency-Key": "refund-stolen"}
+            )
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "service_forbidden"), caller
+    await money_as_it_was(gw, auth, before)
+
+
+async def test_a_booking_service_credential_for_another_service_is_refused(gw):
+    _token, auth = await captured_authorization(gw)
+    before = [s.name for s in gw.internal_spans()]
+    replayed = as_service(gw.key_dir, "booking-service", "pricing-engine")  # addressed to pricing-engine
+
+    async with gw.client_of(None) as stranger:
+        refused = await stranger.post(
+            f"/v1/authorizations/{auth['id']}/refund", headers={"Idempotency-Key": "refund-stolen", **replayed}
+        )
+
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "invalid_service_token")
+    assert refused.headers["WWW-Authenticate"] == 'Bearer realm="payment-gateway", error="invalid_token"'
+    await money_as_it_was(gw, auth, before)
+
+
+async def test_tokenizing_a_card_stays_open_but_the_token_buys_nothing_without_the_credential(gw):
+    async with gw.client_of(None) as anonymous:
+        card = {"number": "4242424242424242", "exp_month": 12, "exp_year": EXP_YEAR, "cvc": "123"}
+        tokenized = await anonymous.post("/v1/tokens", json=card)
+        assert tokenized.status_code == 201, tokenized.text
+        body = {"token": tokenized.json()["token"], "amount_minor": 100, "currency": "EUR", "reservation_id": rsv_id(1)}
+        refused = await anonymous.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "pay-1"})
+
+    assert refused.status_code == 401
+    assert (await gw.ledger())["authorizations"] == []
+    # the same token, presented by booking-service, authorizes
+    assert (await gw.authorize(tokenized.json()["token"], "pay-1")).status_code == 201
+
+
+# --- one format of every id: a card number never passes for one ------------------------------------------
+
+CARD = "4242424242424242"
+# well-formed (a prefix and 24 lowercase hex digits) yet holding a card-like run: refused as well
+CARD_IN_RSV = "rsv_4111111111111111abcdabcd"
+CARD_IN_AUTH = "auth_4111111111111111abcdabcd"
+CARD_IN_TOK = "tok_4111111111111111abcdabcd"
+OLD_FORMAT_RESERVATIONS = ["rsv-1", "rsv_1", "bk_" + "a" * 24, "rsv_" + "A" * 24, "rsv_" + "a" * 23, "rsv_" + "a" * 25]
+
+
+def shows_no_card(response: httpx.Response) -> None:
+    for digits in (CARD, "4111111111111111"):
+        assert digits not in response.text
+
+
+@pytest.mark.parametrize("reservation_id", [CARD, CARD_IN_RSV])
+async def test_a_card_number_as_the_reservation_id_of_an_authorization_is_422_and_never_echoed(gw, reservation_id):
+    body = {"token": await gw.token(), "amount_minor": 100, "currency": "EUR", "reservation_id": reservation_id}
+    response = await gw.http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "pay-1"})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+    shows_no_card(response)
+    assert (await gw.http.get("/v1/authorizations", params={"idempotency_key": "pay-1"})).status_code == 404
+    assert gw.internal_spans("gateway.authorize") == []
+
+
+async def test_a_card_number_as_a_card_token_is_422_and_never_echoed(gw):
+    for token in (CARD, CARD_IN_TOK):
+        body = {"token": token, "amount_minor": 100, "currency": "EUR", "reservation_id": rsv_id(1)}
+        response = await gw.http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "pay-1"})
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error"), token
+        shows_no_card(response)
+
+
+@pytest.mark.parametrize("auth_id", [CARD, CARD_IN_AUTH])
+async def test_a_card_number_as_an_authorization_id_is_422_on_every_route(gw, auth_id):
+    responses = [
+        await gw.http.get(f"/v1/authorizations/{auth_id}"),
+        *[await gw.act(auth_id, action, f"{action}-1") for action in ("capture", "void", "refund")],
+    ]
+    for response in responses:
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+        shows_no_card(response)
+
+
+async def test_a_card_number_as_an_idempotency_key_or_ledger_reservation_is_422(gw):
+    by_key = await gw.http.get("/v1/authorizations", params={"idempotency_key": CARD})
+    ledger = await gw.http.get("/v1/ledger", params={"reservation_id": CARD})
+    for response in (by_key, ledger):
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+        shows_no_card(response)
+
+
+async def test_a_well_formed_reservation_id_holding_a_card_number_is_422_at_the_ledger(gw):
+    response = await gw.http.get("/v1/ledger", params={"reservation_id": CARD_IN_RSV})
+    assert response.status_code == 422
+    shows_no_card(response)
+
+
+@pytest.mark.parametrize("reservation_id", OLD_FORMAT_RESERVATIONS)
+async def test_a_reservation_id_out_of_its_one_format_is_422(gw, reservation_id):
+    body = {"token": await gw.token(), "amount_minor": 100, "currency": "EUR", "reservation_id": reservation_id}
+    authorized = await gw.http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "pay-1"})
+    ledger = await gw.http.get("/v1/ledger", params={"reservation_id": reservation_id})
+
+    assert (authorized.status_code, authorized.json()["error"]["code"]) == (422, "validation_error")
+    assert (ledger.status_code, ledger.json()["error"]["code"]) == (422, "validation_error")
+    assert (await gw.ledger())["authorizations"] == []
+
+
+@pytest.mark.parametrize("auth_id", ["auth_x", "auth_1", "auth-" + "a" * 24, "auth_" + "F" * 24])
+async def test_an_authorization_id_out_of_its_one_format_is_422_not_404(gw, auth_id):
+    response = await gw.http.get(f"/v1/authorizations/{auth_id}")
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+
+
+async def test_an_unknown_field_or_a_string_amount_in_an_authorization_is_422(gw):
+    token = await gw.token()
+    base = {"token": token, "amount_minor": 100, "currency": "EUR", "reservation_id": rsv_id(1)}
+    for body in ({**base, "user_id": "user-1"}, {**base, "amount_minor": "100"}, {**base, "amount_minor": True}):
+        response = await gw.http.post("/v1/authorizations", json=body, headers={"Idempotency-Key": "pay-1"})
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error"), body
+    assert (await gw.ledger())["authorizations"] == []

@@ -1,4 +1,5 @@
-"""pricing-engine's HTTP API, run in-process on a real SQLite database seeded with demo inventory."""
+"""pricing-engine's HTTP API, run in-process on a real SQLite database seeded with demo inventory: prices,
+quotes, their spans, who may ask for them (booking-service alone) and the one format of every id."""
 
 import asyncio
 import time
@@ -6,25 +7,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 from uuid import uuid4
 
 import asyncpg
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 
 from bookline.adapters.db import Database
-from bookline.config import Settings
+from bookline.config import SERVICES, Settings
 from bookline.domain.pricing import RatePlan, price_stay
 from bookline.domain.stay import StayDates
 from bookline.seed import seed_inventory
 from bookline.services.pricing.api import build_app
 from bookline.services.pricing.tables import quotes, rate_plans
 from bookline.telemetry import setup_telemetry
-from support.booking import caller_headers
+from support.booking import as_service, caller_headers
 from support.postgres import PG_URL, require_postgres_async
 
 STAY = {"check_in": "2031-03-06", "check_out": "2031-03-10"}  # Thursday to Monday
@@ -32,9 +36,16 @@ STAY = {"check_in": "2031-03-06", "check_out": "2031-03-10"}  # Thursday to Mond
 
 @dataclass
 class Pricing:
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # presents booking-service's credential
     spans: InMemorySpanExporter
     settings: Settings
+    app: Any
+
+    def client_of(self, caller: str | None) -> httpx.AsyncClient:
+        """A client of the same app presenting ``caller``'s service credential, or none at all."""
+        headers = as_service(self.settings.key_dir, caller, "pricing-engine") if caller else {}
+        transport = httpx.ASGITransport(app=self.app)
+        return httpx.AsyncClient(transport=transport, base_url="http://pricing", headers=headers)
 
     def spans_named(self, name: str):
         return [s for s in self.spans.get_finished_spans() if s.name == name]
@@ -51,7 +62,7 @@ async def running_pricing(settings: Settings) -> AsyncIterator[Pricing]:
             transport = httpx.ASGITransport(app=app)
             caller = caller_headers(settings, "booking-service", "pricing-engine")
             async with httpx.AsyncClient(transport=transport, base_url="http://pricing", headers=caller) as http:
-                yield Pricing(http, exporter, settings)
+                yield Pricing(http, exporter, settings, app)
     finally:
         telemetry.shutdown()
 
@@ -328,3 +339,145 @@ async def test_a_quote_id_out_of_its_format_is_422(pricing):
         response = await pricing.http.get(f"/quotes/{quote_id}")
         assert response.status_code == 422, quote_id
         assert "4111111111111111" not in response.text and "4242424242424242" not in response.text
+
+
+# --- who may price: booking-service alone, with its service credential -------------------------------
+
+BOOKING_ONLY = ["prices", "create quote", "read quote"]
+
+
+async def call_route(http: httpx.AsyncClient, route: str, quote_id: str) -> httpx.Response:
+    """``route`` with inputs that are right in every way but, perhaps, the credential."""
+    if route == "prices":
+        body = {"property_id": "prop-00001", "room_ids": ["prop-00001-r001"], "guests": 2, **STAY}
+        return await http.post("/prices", json=body)
+    if route == "create quote":
+        return await http.post("/quotes", json=quote_request())
+    assert route == "read quote"
+    return await http.get(f"/quotes/{quote_id}")
+
+
+async def a_quote(pricing: Pricing) -> str:
+    created = await pricing.http.post("/quotes", json=quote_request())
+    assert created.status_code == 201, created.text
+    return created.json()["quote_id"]
+
+
+async def priced_nothing_more(pricing: Pricing) -> None:
+    """A refused call priced nothing and issued no quote: only the quote made as booking-service is there."""
+    assert await quote_count(pricing.settings) == 1
+    assert len(pricing.spans_named("pricing.price_stay")) == 1
+    assert pricing.spans_named("pricing.price_rooms") == []
+
+
+@pytest.mark.parametrize("route", BOOKING_ONLY)
+async def test_a_pricing_route_without_a_service_credential_answers_401(pricing, route):
+    quote_id = await a_quote(pricing)
+
+    async with pricing.client_of(None) as anonymous:
+        response = await call_route(anonymous, route, quote_id)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "missing_token"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="pricing-engine"'
+    assert quote_id not in response.text  # a quote is not read back to a stranger
+    await priced_nothing_more(pricing)
+
+
+@pytest.mark.parametrize("route", BOOKING_ONLY)
+async def test_a_pricing_route_called_by_another_service_answers_403(pricing, route):
+    quote_id = await a_quote(pricing)
+
+    async with pricing.client_of("confirmation-service") as intruder:
+        response = await call_route(intruder, route, quote_id)
+
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "service_forbidden"
+    assert quote_id not in response.text
+    await priced_nothing_more(pricing)
+
+
+async def test_no_service_but_booking_service_may_issue_a_quote(pricing):
+    quote_id = await a_quote(pricing)
+    others = [s.name for s in SERVICES if s.name != "booking-service"]
+
+    for caller in others:
+        async with pricing.client_of(caller) as intruder:
+            response = await call_route(intruder, "create quote", quote_id)
+        assert (response.status_code, response.json()["error"]["code"]) == (403, "service_forbidden"), caller
+    await priced_nothing_more(pricing)
+
+
+async def test_a_forged_or_misaddressed_credential_answers_401(pricing):
+    await a_quote(pricing)
+    misaddressed = as_service(pricing.settings.key_dir, "booking-service", "payment-gateway")
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    now = int(time.time())
+    claims = {"iss": "booking-service", "sub": "booking-service", "aud": "pricing-engine", "iat": now, "exp": now + 60}
+    forged = {"Authorization": f"Bearer {jwt.encode(claims, stranger, algorithm='ES256')}"}
+
+    async with pricing.client_of(None) as anonymous:
+        for name, headers in {"misaddressed": misaddressed, "forged": forged}.items():
+            response = await anonymous.post("/quotes", json=quote_request(), headers=headers)
+            assert (response.status_code, response.json()["error"]["code"]) == (401, "invalid_service_token"), name
+            assert response.headers["WWW-Authenticate"] == 'Bearer realm="pricing-engine", error="invalid_token"'
+    await priced_nothing_more(pricing)
+
+
+# --- one format of every id: a card number never passes for one ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"property_id": "4242424242424242"},
+        {"property_id": "p-4242424242424242"},  # a well-formed property id, but for the card in it
+        {"room_id": "r-4111111111111111"},
+        {"room_id": "prop-00001-4111111111111111"},
+    ],
+    ids=["property id is a card", "property id holds a card", "room id holds a card", "room id ends in a card"],
+)
+async def test_a_card_number_in_an_id_of_a_quote_is_422_and_never_echoed(pricing, changes):
+    response = await pricing.http.post("/quotes", json=quote_request(**changes))
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+    assert "4242424242424242" not in response.text and "4111111111111111" not in response.text
+    assert await quote_count(pricing.settings) == 0
+    assert pricing.spans_named("pricing.price_stay") == []
+
+
+async def test_a_card_number_among_the_rooms_to_price_is_422_and_never_echoed(pricing):
+    body = {"property_id": "prop-00001", "room_ids": ["prop-00001-r001", "r-4111111111111111"], "guests": 2, **STAY}
+    response = await pricing.http.post("/prices", json=body)
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+    assert "4111111111111111" not in response.text
+    assert pricing.spans_named("pricing.price_rooms") == []
+
+
+@pytest.mark.parametrize(
+    "quote_id",
+    ["q-1", "q_1", "q_" + "a" * 32, "q_" + "A" * 24, "q_" + "a" * 23, "rsv_" + "a" * 24, "4242424242424242"],
+)
+async def test_a_quote_id_in_any_format_but_q_and_24_hex_is_422(pricing, quote_id):
+    response = await pricing.http.get(f"/quotes/{quote_id}")
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+    assert "4242424242424242" not in response.text
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"guests": "2"},
+        {"guests": True},
+        {"guests": 2.0},
+        {"check_in": "2031-03-06T00:00:00"},
+        {"check_in": "06/03/2031"},
+        {"user_id": "user-1"},
+        {"room_id": "Prop-00001-R002"},
+    ],
+)
+async def test_a_quote_request_is_strict(pricing, changes):
+    response = await pricing.http.post("/quotes", json=quote_request(**changes))
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
+    assert await quote_count(pricing.settings) == 0

@@ -152,6 +152,8 @@ def test_two_confirmed_bookings_overlapping_on_a_room_are_a_violation_in_each_se
         ("confirmation-service", "bk_c2"),
     ]
     assert all("bk_c1" in v.message and v.trace_id == "c2".rjust(32, "0") for v in result.violations)
+    # both bookings and both traces are named: the later one in the fields, the first in the message
+    assert all(f"(trace {'c1'.rjust(32, '0')})" in v.message for v in result.violations)
 
 
 def test_a_double_booking_only_booking_service_remembers_is_still_found() -> None:
@@ -162,6 +164,44 @@ def test_a_double_booking_only_booking_service_remembers_is_still_found() -> Non
     v = only(check_confirmed_bookings_never_overlap(snap, POLICY))
 
     assert (v.service, v.booking_id) == ("booking-service", "bk_c2")
+
+
+def test_a_double_booking_only_confirmation_service_remembers_is_still_found() -> None:
+    # booking-service's record of the second booking was made to say "failed": confirmation-service's stands
+    snap = consistent()
+    snap.bookings.append(booking("c2", "failed", steps={}, created_at=OLD, check_in=date(2027, 3, 6)))
+    snap.confirmations.append(
+        ConfirmationRecord("rsv_c2", "bk_c2", "confirmed", "r1", date(2027, 3, 6), date(2027, 3, 8), created_at=OLD)
+    )
+
+    v = only(check_confirmed_bookings_never_overlap(snap, POLICY))
+
+    assert (v.service, v.booking_id, v.trace_id) == ("confirmation-service", "bk_c2", "c2".rjust(32, "0"))
+    assert v.message.startswith("confirmation-service: confirmed on room r1 from 2027-03-06, a night bk_c1")
+
+
+def test_a_cancelled_booking_on_the_same_nights_is_no_overlap_in_either_record() -> None:
+    snap = consistent()
+    snap.bookings.append(booking("x2", "cancelled", steps={**DONE, "cancel": "done", "refund": "done"}))
+    snap.confirmations.append(ConfirmationRecord("rsv_x2", "bk_x2", "cancelled", "r1", MAR, date(2027, 3, 7)))
+
+    result = check_confirmed_bookings_never_overlap(snap, POLICY)
+
+    assert result.violations == [] and result.status == "pass"
+
+
+def test_the_same_room_on_other_nights_or_another_room_on_the_same_nights_is_no_overlap() -> None:
+    snap = consistent()
+    snap.bookings.append(booking("c2", "confirmed", steps=DONE, room_id="r2"))
+    snap.confirmations.append(ConfirmationRecord("rsv_c2", "bk_c2", "confirmed", "r2", MAR, date(2027, 3, 7)))
+    snap.bookings.append(
+        booking("c3", "confirmed", steps=DONE, check_in=date(2027, 3, 20), check_out=date(2027, 3, 22))
+    )
+    snap.confirmations.append(
+        ConfirmationRecord("rsv_c3", "bk_c3", "confirmed", "r1", date(2027, 3, 20), date(2027, 3, 22))
+    )
+
+    assert check_confirmed_bookings_never_overlap(snap, POLICY).violations == []
 
 
 def test_stays_that_only_touch_share_no_night() -> None:

@@ -160,6 +160,9 @@ def check_confirmed_bookings_never_overlap(snapshot: Snapshot, policy: Policy = 
             if len(bookings) < 2:
                 continue
             bookings.sort()
+            first = bookings[0][1]
+            first_trace = facts.by_id[first].trace_id if first in facts.by_id else None
+            first_named = f"{first} (trace {first_trace})" if first_trace else first
             for _created, booking_id, reservation_id, service in bookings[1:]:  # each later one should never be
                 if (service, booking_id) in reported:
                     continue
@@ -167,7 +170,7 @@ def check_confirmed_bookings_never_overlap(snapshot: Snapshot, policy: Policy = 
                 result.violations.append(replace(
                     facts.violation(
                         result.check,
-                        f"{service}: confirmed on room {room} from {night}, a night {bookings[0][1]} also holds",
+                        f"{service}: confirmed on room {room} from {night}, a night {first_named} also holds",
                         reservation_id=reservation_id,
                         booking_id=booking_id,
                     ),

@@ -26,6 +26,7 @@ from bookline.services.availability.unsafe import drop_room_night_key
 from bookline.services.common.app import create_service_app, documented, service_database
 from bookline.services.common.auth import Auth
 from bookline.services.common.fields import (
+    NoCard,
     PropertyId,
     PropertyIdPath,
     ReservationId,
@@ -141,11 +142,11 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     @app.get("/availability", dependencies=booking_only, responses=ERRORS)
     async def search(
-        property_id: Annotated[str, Query(pattern=ids.PROPERTY_ID, max_length=40)],
+        property_id: Annotated[str, Query(pattern=ids.PROPERTY_ID, max_length=40), NoCard],
         check_in: Annotated[StrictDate, Query()],
         check_out: Annotated[StrictDate, Query()],
         guests: Annotated[int, Query(ge=1, le=50)],
-        room_id: Annotated[str | None, Query(pattern=ids.ROOM_ID, max_length=60)] = None,
+        room_id: Annotated[str | None, Query(pattern=ids.ROOM_ID, max_length=60), NoCard] = None,
     ) -> dict:
         with tracer.start_as_current_span("availability.search") as span:
             span.set_attribute("booking.property_id", property_id)

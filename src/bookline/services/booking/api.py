@@ -33,7 +33,7 @@ from bookline.services.booking.admin import add_admin_routes
 from bookline.services.booking.schemas import BookingCreate, BookingCreated, BookingList
 from bookline.services.common.app import create_service_app, documented, service_database
 from bookline.services.common.auth import Auth, client_address
-from bookline.services.common.fields import BookingIdPath, PropertyIdPath, StrictDate
+from bookline.services.common.fields import BookingIdPath, NoCard, PropertyIdPath, StrictDate
 from bookline.services.confirmation.client import ConfirmationClient
 from bookline.services.gateway.client import GatewayClient
 from bookline.services.pricing.client import PricingClient
@@ -142,7 +142,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
 
     @app.get("/availability", tags=["inventory"], responses=INVENTORY_ERRORS)
     async def availability(
-        property_id: Annotated[str, Query(pattern=ids.PROPERTY_ID, max_length=40)],
+        property_id: Annotated[str, Query(pattern=ids.PROPERTY_ID, max_length=40), NoCard],
         check_in: Annotated[StrictDate, Query()],
         check_out: Annotated[StrictDate, Query()],
         guests: Annotated[int, Query(ge=1, le=20)],

@@ -1,11 +1,12 @@
 """The card scan behind every ``GET /admin/card-scan``: look through stored rows for anything that
 is a card number, and say where (table, column, row key) without ever returning the value.
 
-A card number here is what the redaction step scrubs as one (``bookline.redaction``): 13 to 19
-digits wherever they stand, inside a word or joined to one, maybe grouped by spaces or dashes, that
-pass the Luhn check, so that an order number or a timestamp is not taken for one. A column holding JSON is read as JSON and its strings (keys and
-values) are examined, as the redaction step examines the strings of spans: numbers in JSON are
-durations, counts and timestamps, not cards.
+A card number here is exactly what the redaction step scrubs as one (``bookline.redaction``, one
+definition for both): 13 to 19 digits wherever they stand, alone, inside a word or joined to one by
+"-" or "_" (u-4111111111111111), maybe grouped by single spaces or dashes, that pass the Luhn check,
+so that an order number or a timestamp is not taken for one. A column holding JSON is read as JSON
+and its strings (keys and values) are examined, as the redaction step examines the strings of spans:
+numbers in JSON are durations, counts and timestamps, not cards.
 """
 
 from __future__ import annotations
@@ -19,21 +20,11 @@ from typing import Any
 from sqlalchemy import String, Table, select
 
 from bookline.adapters.db import Database
-from bookline.redaction import card_like_numbers, luhn_valid, scrub
+from bookline.redaction import could_hold_card_number, looks_like_card_number, scrub
 
 # an answer names at most this many places; the count of rows with a card is always exact
 MAX_HITS = 1000
 _FETCH_ROWS = 2000
-MIN_CARD_DIGITS = 13
-_NO_DIGITS = str.maketrans("", "", "0123456789")
-
-
-def is_card_number(digits: str) -> bool:
-    return MIN_CARD_DIGITS <= len(digits) <= 19 and digits.isdigit() and luhn_valid(digits)
-
-
-def text_holds_card_number(text: str) -> bool:
-    return any(is_card_number(digits) for digits in card_like_numbers(text))
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -52,8 +43,9 @@ def holds_card_number(text: str | None) -> bool:
     """Whether a stored text (plain, or JSON) holds a card number anywhere in its strings."""
     if not text:
         return False
-    # most texts (ids, names, SQL) have too few digits to hold a card: no JSON parse, no regex
-    if text.isascii() and len(text) - len(text.translate(_NO_DIGITS)) < MIN_CARD_DIGITS:
+    # most texts (ids, names, SQL) have no 13 digits in a row: no JSON parse, no regex. JSON may spell
+    # a digit as an escape (\u0034), which only the parse turns back into one
+    if "\\u" not in text and not could_hold_card_number(text):
         return False
     stripped = text.lstrip()
     if stripped[:1] in ("{", "[", '"'):
@@ -62,8 +54,8 @@ def holds_card_number(text: str | None) -> bool:
         except ValueError:
             parsed = None
         if parsed is not None:
-            return any(text_holds_card_number(s) for s in _strings(parsed))
-    return text_holds_card_number(text)
+            return any(looks_like_card_number(s) for s in _strings(parsed))
+    return looks_like_card_number(text)
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry, *, rng: random.Ra
 
     @app.get("/v1/ledger", dependencies=booking_only, responses=ERRORS)
     async def ledger(
-        reservation_id: Annotated[str, Query(pattern=ids.RESERVATION_ID, max_length=28)],
+        reservation_id: Annotated[str, Query(pattern=ids.RESERVATION_ID, max_length=28), NoCard],
     ) -> dict[str, Any]:
         return await handlers.ledger(db=db, reservation_id=reservation_id)
 

@@ -58,15 +58,17 @@ def mail_on_disk(mail_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
-def scan_queue(path: Path, scan: CardScan) -> None:
-    """The queue's messages (the booking events on their way to the guest), read-only."""
+def scan_queue(path: Path, scan: CardScan, since: float | None = None) -> None:
+    """The queue's messages (the booking events on their way to the guest), read-only; with ``since``,
+    only those published at or after it (a message is written once, when it is published)."""
     if not path.exists():
         return
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    where, args = (" WHERE published_at >= ?", [since]) if since is not None else ("", [])
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
         for seq, message_id, topic, body, headers in conn.execute(
-            "SELECT seq, message_id, topic, body, headers FROM messages ORDER BY seq"
+            f"SELECT seq, message_id, topic, body, headers FROM messages{where} ORDER BY seq", args
         ):
             scan.row(
                 "queue.messages",
@@ -108,10 +110,11 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
 
     @router.get("/card-scan")
     async def card_scan(since: Since = None) -> dict[str, Any]:
-        """Where notification-service's database (its rows written since ``since``, if given), or the
-        queue it consumes (all of it), holds something that is a card number (never the value)."""
+        """Where notification-service's database, or the queue it consumes, holds something that is a
+        card number (never the value); with ``since``, only the rows written and the messages published
+        at or after it."""
         scan = await scan_tables(db, metadata.sorted_tables, since=since)
-        await asyncio.to_thread(scan_queue, settings.queue_path, scan)
+        await asyncio.to_thread(scan_queue, settings.queue_path, scan, since)
         return scan.body()
 
     mount_admin(app, router)

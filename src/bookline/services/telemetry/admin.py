@@ -76,25 +76,52 @@ def spans_named(
     return {"spans": spans, "next": next_cursor, **horizon(conn)}
 
 
+def _chosen_by_sender(links: str | None) -> str | None:
+    """The attributes of a span's links, as JSON: what a sender chose of them. The linked trace and
+    span ids are ids, kept as sent, like the span's own (sixteen hex digits may all be digits)."""
+    if not links:
+        return links
+    try:
+        return json.dumps([link.get("attributes") for link in json.loads(links)], ensure_ascii=False)
+    except (ValueError, AttributeError, TypeError):
+        return links  # not what the store writes: look through all of it
+
+
 def scan_stored(conn: sqlite3.Connection, since_ns: int | None) -> dict[str, Any]:
-    """Every stored span, log record, metric series and resource, looked through for card numbers."""
+    """Every stored span, log record, metric series and resource, looked through for card numbers in
+    every text a sender chose (what the store's redaction scrubs as they arrive)."""
     scan = CardScan()
     span_where, log_where, args = "", "", []
     if since_ns is not None:
         span_where, log_where, args = " WHERE start_ns >= ?", " WHERE time_ns >= ?", [since_ns]
-    for trace_id, span_id, name, message, attributes, events, links in conn.execute(
-        f"SELECT trace_id, span_id, name, status_message, attributes, events, links FROM spans{span_where}", args
+    columns = "trace_id, span_id, service, name, status_message, attributes, events, links, scope"
+    for trace_id, span_id, service, name, message, attributes, events, links, scope in conn.execute(
+        f"SELECT {columns} FROM spans{span_where}", args
     ):
         scan.row(
             "spans",
             row_key([trace_id, span_id]),
-            (("name", name), ("status_message", message), ("attributes", attributes), ("events", events),
-             ("links", links)),
+            (("service", service), ("name", name), ("status_message", message), ("attributes", attributes),
+             ("events", events), ("links", _chosen_by_sender(links)), ("scope", scope)),
         )  # fmt: skip
-    for log_id, body, attributes in conn.execute(f"SELECT id, body, attributes FROM logs{log_where}", args):
-        scan.row("logs", row_key([log_id]), (("body", body), ("attributes", attributes)))
-    for series_id, name, attributes in conn.execute("SELECT id, name, attributes FROM metric_series"):
-        scan.row("metric_series", row_key([series_id]), (("name", name), ("attributes", attributes)))
+    for log_id, service, body, attributes, severity, scope in conn.execute(
+        f"SELECT id, service, body, attributes, severity_text, scope FROM logs{log_where}", args
+    ):
+        scan.row(
+            "logs",
+            row_key([log_id]),
+            (("service", service), ("body", body), ("attributes", attributes), ("severity_text", severity),
+             ("scope", scope)),
+        )  # fmt: skip
+    for series_id, name, service, instance, unit, description, attributes in conn.execute(
+        "SELECT id, name, service, instance, unit, description, attributes FROM metric_series"
+    ):
+        scan.row(
+            "metric_series",
+            row_key([series_id]),
+            (("name", name), ("service", service), ("instance", instance), ("unit", unit),
+             ("description", description), ("attributes", attributes)),
+        )  # fmt: skip
     for resource_id, attributes in conn.execute("SELECT id, attributes FROM resources"):
         scan.row("resources", row_key([resource_id]), (("attributes", attributes),))
     return scan.body()

@@ -9,6 +9,12 @@ An item that cannot be stored (a span whose trace id is not 16 bytes, a log reco
 id, a histogram point whose bucket counts do not match its bounds) is left out and counted in
 :class:`Rejections`; the export answers ``partial_success`` with that count while the valid items
 are kept.
+
+Every text a sender chose is redacted before it becomes a row (``redact``, off only in a control test):
+span and event names, status messages, scope names, log bodies and severities, metric names, units and
+descriptions, and the strings of every attribute (resource, span, event, link, log record, metric
+point; keys and nested values too). Whoever sent it, no card number, e-mail address or secret reaches
+telemetry.db. Ids (trace, span, parent, linked) are bytes made hex and are never looked at.
 """
 
 from __future__ import annotations
@@ -213,7 +219,7 @@ def decode_spans(request: ExportTraceServiceRequest, redact: bool = True) -> Dec
         resource_index = len(decoded.resources)
         decoded.resources.append(resource_json)
         for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope.name
+            scope = _clean_text(scope_spans.scope.name) if redact else scope_spans.scope.name
             for span in scope_spans.spans:
                 raw_trace, raw_span, raw_parent = span.trace_id, span.span_id, span.parent_span_id
                 if (
@@ -317,7 +323,7 @@ def decode_logs(request: ExportLogsServiceRequest, redact: bool = True) -> Decod
         resource_index = len(decoded.resources)
         decoded.resources.append(resource_json)
         for scope_logs in resource_logs.scope_logs:
-            scope = scope_logs.scope.name
+            scope = _clean_text(scope_logs.scope.name) if redact else scope_logs.scope.name
             for record in scope_logs.log_records:
                 trace_id, span_id = record.trace_id, record.span_id
                 if len(trace_id) not in (0, 16):
@@ -336,7 +342,7 @@ def decode_logs(request: ExportLogsServiceRequest, redact: bool = True) -> Decod
                         record.time_unix_nano or observed,
                         observed,
                         service,
-                        record.severity_text or None,
+                        (_clean_text(record.severity_text) if redact else record.severity_text) or None,
                         int(record.severity_number),
                         body_json,
                         trace_id.hex() if any(trace_id) else None,
@@ -428,6 +434,9 @@ def decode_metrics(request: ExportMetricsServiceRequest, redact: bool = True) ->
                 # summaries are cumulative by definition; gauges have no temporality
                 temporality = 2 if data_kind == "summary" else int(getattr(data, "aggregation_temporality", 0))
                 monotonic = bool(getattr(data, "is_monotonic", False))
+                name, unit, description = metric.name, metric.unit, metric.description
+                if redact:  # once per metric, not per point
+                    name, unit, description = _clean_text(name), _clean_text(unit), _clean_text(description)
                 for point in data.data_points:
                     values = _point_values(data_kind, point, decoded.rejected)
                     if values is None:
@@ -437,12 +446,12 @@ def decode_metrics(request: ExportMetricsServiceRequest, redact: bool = True) ->
                     if redact:
                         attrs = _clean_json(point_attrs, attrs)
                     key = SeriesKey(
-                        metric.name,
+                        name,
                         service,
                         instance,
                         kind,
-                        metric.unit,
-                        metric.description,
+                        unit,
+                        description,
                         temporality,
                         monotonic,
                         attrs,
