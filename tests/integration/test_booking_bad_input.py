@@ -166,3 +166,13 @@ def test_a_form_body_is_400_malformed_json(client: Client):
     response = _raw(client, b"source=web", **{"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code in (400, 422), response.text
     assert response.json()["error"]["code"] in ("malformed_json", "validation_error")
+
+
+@pytest.mark.parametrize("key", ["4242424242424242", "retry-u-4111111111111111"])
+def test_an_idempotency_key_holding_a_card_number_is_422_and_writes_nothing(stack, client: Client, valid: dict, key):
+    before = table_counts(stack.settings.data_dir)
+    response = client.book(valid, key=key)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_idempotency_key"
+    assert "4242424242424242" not in response.text and "4111111111111111" not in response.text
+    assert table_counts(stack.settings.data_dir) == before

@@ -17,9 +17,10 @@ from bookline.auth.customers import Customer
 from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.domain import ids
-from bookline.domain.errors import BooklineError, NotFound
+from bookline.domain.errors import BooklineError, InvalidRequest, NotFound
 from bookline.domain.stay import StayDates
 from bookline.faults import FaultFile
+from bookline.redaction import looks_like_card_number
 from bookline.saga.deps import SagaDeps
 from bookline.saga.instruments import BookingInstruments
 from bookline.saga.orchestrator import Orchestrator, booking_summary, request_hash
@@ -185,6 +186,8 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         await auth.limits.hit("bookings_per_address", client_address(request))
         if not idempotency_key:
             raise BooklineError("missing_idempotency_key", "the Idempotency-Key header is required")
+        if looks_like_card_number(idempotency_key):
+            raise InvalidRequest("invalid_idempotency_key", "the Idempotency-Key must not look like a card number")
         stay = _stay(body.check_in, body.check_out, settings)
         booking_request = BookingRequest(
             booking_id=ids.new_booking_id(),
