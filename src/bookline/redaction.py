@@ -129,9 +129,13 @@ def card_in_digits(digits: str) -> str | None:
 
 
 # The hexadecimal values every trace and every digest is full of, which Bookline does not choose:
-# span ids (16), trace ids (32), SHA-256 digests (64). Digits inside one are part of the value, not a
-# card (a card number alone is all digits: a value must hold a letter to count as one).
-_HEX_VALUE = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{64}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{16})(?![0-9A-Fa-f])")
+# span ids (16), trace ids (32), SHA-256 digests (64), and UUIDs (idempotency keys, instance ids).
+# Digits inside one are part of the value, not a card (a card number alone is all digits: a value
+# must hold a letter to count as one).
+_HEX_VALUE = re.compile(
+    r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"  # a UUID
+    r"|[0-9A-Fa-f]{64}|[0-9A-Fa-f]{32}|[0-9A-Fa-f]{16})(?![0-9A-Fa-f])"
+)
 _HEX_LETTERS = frozenset("abcdefABCDEF")
 
 

@@ -167,3 +167,10 @@ def test_luhn_sums_ascii_digits_and_the_digits_of_other_scripts_alike():
         assert luhn_valid(digits) is _reference_luhn(digits), digits
     arabic_indic = "4242424242424242".translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
     assert luhn_valid(arabic_indic) and looks_like_card_number(f"card {arabic_indic}")
+
+
+def test_a_uuid_is_an_id_even_when_its_digit_groups_pass_luhn():
+    # 8-4-4-4 groups of digits joined by dashes read as one long run: a UUID, as uuidgen makes them
+    uuid_like = "12345678-1234-4123-8123-12345678901a"
+    assert not looks_like_card_number(uuid_like) and scrub(uuid_like) == uuid_like
+    assert looks_like_card_number("4111-1111-1111-1111")
