@@ -184,8 +184,6 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         capture; rolled back on failure."""
         await auth.limits.hit("bookings_per_customer", customer.user_id)
         await auth.limits.hit("bookings_per_address", client_address(request))
-        if not idempotency_key:
-            raise BooklineError("missing_idempotency_key", "the Idempotency-Key header is required")
         if looks_like_card_number(idempotency_key):
             raise InvalidRequest("invalid_idempotency_key", "the Idempotency-Key must not look like a card number")
         stay = _stay(body.check_in, body.check_out, settings)
