@@ -44,6 +44,7 @@ import httpx
 from bookline.auth.customers import LocalIssuer
 from bookline.config import SERVICES, TELEMETRY_STORE, Settings
 from bookline.load.customers import Customers, pool_size
+from bookline.load.guests import guest_of
 
 ROOMS_PER_PROPERTY = 20
 # every booking comes from one address, and a customer books many times a minute here: no limit must bind
@@ -157,6 +158,14 @@ async def drive(
                 },
             ) as r:
                 tokens.append((await r.json())["token"])
+        # the guests search first (not timed): each booking then names its room and the quote the
+        # availability answer gave for it, and is charged exactly that
+        quotes: dict[str, str] = {}
+        for prop in sorted({(first_room + i) // ROOMS_PER_PROPERTY + 1 for i in range(total)}):
+            params = {"property_id": f"prop-{prop:05d}", "check_in": check_in.isoformat(),
+                      "check_out": check_out.isoformat(), "guests": 1}  # fmt: skip
+            async with http.get(f"{urls['booking-service']}/availability", params=params) as r:
+                quotes |= {room["room_id"]: room["quote_id"] for room in (await r.json())["rooms"]}
         pending = list(range(total))
         latencies: list[float] = []
         outcomes: Counter = Counter()
@@ -166,16 +175,21 @@ async def drive(
                 i = pending.pop()
                 room = first_room + i
                 prop = room // ROOMS_PER_PROPERTY + 1
+                room_id = f"prop-{prop:05d}-r{room % ROOMS_PER_PROPERTY + 1:03d}"
+                customer = customers.next()
                 body = {
                     "source": "api",
                     "property_id": f"prop-{prop:05d}",
-                    "room_id": f"prop-{prop:05d}-r{room % ROOMS_PER_PROPERTY + 1:03d}",
+                    "room_id": room_id,
                     "check_in": check_in.isoformat(),
                     "check_out": check_out.isoformat(),
                     "guests": 1,
+                    "guest": guest_of(customer),
                     "payment": {"method": "card", "token": tokens[i], "card_last_four": "4242"},
                 }
-                headers = {"Idempotency-Key": str(uuid.uuid4()), **customers.auth(customers.next())}
+                if room_id in quotes:
+                    body["quote_id"] = quotes[room_id]
+                headers = {"Idempotency-Key": str(uuid.uuid4()), **customers.auth(customer)}
                 started = time.perf_counter()
                 async with http.post(f"{urls['booking-service']}/bookings", json=body, headers=headers) as r:
                     answer = await r.json()

@@ -44,8 +44,16 @@ from bookline.auth.customers import LocalIssuer
 from bookline.auth.keys import MissingKeyError
 from bookline.config import Settings
 from bookline.load.customers import Customers
+from bookline.load.guests import guest_of
 from bookline.load.inventory import HOT_FIRST_DAY, HOT_NIGHTS, HotRoom, Inventory, Stay
-from bookline.load.operations import MAX_REMEMBERED, Answer, stored_booking_id
+from bookline.load.operations import (
+    MAX_REMEMBERED,
+    QUOTED_SHARE,
+    ROOM_TYPE_SHARE,
+    ROOM_TYPES,
+    Answer,
+    stored_booking_id,
+)
 from bookline.load.options import DEFAULT_CARDS, DEFAULT_MIX, parse_cards, parse_mix
 from bookline.load.stats import DUPLICATE_MISMATCH, outcome_key
 
@@ -189,10 +197,13 @@ class BooklineUser(HttpUser):
         if token.status_code != 201:
             shared.outcomes[f"book tokenize {outcome_key(token.status_code, _json(token))}"] += 1
             return
-        body = self._booking_body() | {
-            "payment": {"method": "card", "token": token.json()["token"], "card_last_four": token.json()["last4"]}
-        }
         key, customer = str(uuid.uuid4()), self.customers.next()
+        body = self._booking_body() | {
+            "guest": guest_of(customer),
+            "payment": {"method": "card", "token": token.json()["token"], "card_last_four": token.json()["last4"]},
+        }
+        if "room_id" not in body and self.rng.random() < QUOTED_SHARE:
+            self._take_quote(body)
         status, answer = self._request(
             "book", "POST", "/bookings", name="POST /bookings", json=body,
             headers={"Idempotency-Key": key, **self._auth(customer)}, customer=customer,
@@ -229,6 +240,15 @@ class BooklineUser(HttpUser):
                 response.failure(DUPLICATE_MISMATCH)
 
     # helpers ---------------------------------------------------------------------------------
+    def _take_quote(self, body: dict) -> None:
+        """Search first and book the cheapest free room at the quote the availability answer gives."""
+        params = {k: body[k] for k in ("property_id", "check_in", "check_out", "guests")}
+        status, answer = self._request("search", "GET", "/availability", name="GET /availability", params=params)
+        rooms = answer.get("rooms") if status == 200 and isinstance(answer, dict) else None
+        if rooms:
+            body |= {"room_id": rooms[0]["room_id"], "quote_id": rooms[0]["quote_id"]}
+            body.pop("room_type", None)
+
     def _booking_body(self) -> dict:
         inv = self.inventory
         body = {"source": self.rng.choice(SOURCES)}
@@ -238,7 +258,10 @@ class BooklineUser(HttpUser):
                 body | {"property_id": room.property_id, "room_id": room.room_id, "guests": 1} | inv.hot_stay.params()
             )
         stay = inv.spread_stay(self.rng)
-        return body | {"property_id": self.rng.choice(inv.property_ids), "guests": 1} | stay.params()
+        body |= {"property_id": self.rng.choice(inv.property_ids), "guests": 1} | stay.params()
+        if self.rng.random() < ROOM_TYPE_SHARE:
+            body["room_type"] = self.rng.choice((*ROOM_TYPES, "single"))
+        return body
 
     def _auth(self, customer: str) -> dict[str, str]:
         return self.customers.auth(customer)

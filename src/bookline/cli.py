@@ -47,6 +47,7 @@ DataDirOption = Annotated[
 DEMO_CARD = {"number": "4242424242424242", "exp_month": 12, "cvc": "123"}
 DEMO_CITY = "Lisbon"
 DEMO_USER = "demo-user"
+DEMO_GUEST = {"name": "Demo Guest", "email": "demo.guest@example.com"}
 
 
 @app.callback()
@@ -111,9 +112,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 @app.command()
 def up(
     data_dir: DataDirOption = None,
-    ready_timeout: Annotated[
-        float, typer.Option(help="seconds to wait for every /readyz before giving up")
-    ] = 60.0,
+    ready_timeout: Annotated[float, typer.Option(help="seconds to wait for every /readyz before giving up")] = 60.0,
 ) -> None:
     """Run every service, one process each, in the foreground until Ctrl-C."""
     from bookline.runner import run_stack
@@ -203,46 +202,69 @@ def demo(
     check_out = check_in + timedelta(days=2)
 
     with httpx.Client(timeout=settings.http_timeout_s + 5) as http:
-        card = _call(http, "POST", f"{gateway}/v1/tokens",
-                     json={**DEMO_CARD, "exp_year": date.today().year + 3})
+        card = _call(http, "POST", f"{gateway}/v1/tokens", json={**DEMO_CARD, "exp_year": date.today().year + 3})
         console.print(f"card tokenized at the gateway: card ending {card['last4']}")
-        property_id = _find_available_property(http, booking, check_in, check_out)
-        console.print(f"booking {property_id}, {check_in} -> {check_out}, 2 guests")
+        property_id, offer = _find_available_room(http, booking, check_in, check_out)
+        console.print(
+            f"booking {property_id}, {check_in} -> {check_out}, 2 guests: {offer['name']} ({offer['room_type']}) "
+            f"at its quote {offer['quote_id']}, {offer['total_minor']} {offer['currency']} (minor units)"
+        )
         body = {
             "source": "api",
             "property_id": property_id,
             "check_in": check_in.isoformat(),
             "check_out": check_out.isoformat(),
             "guests": 2,
+            "room_type": offer["room_type"],
+            "quote_id": offer["quote_id"],
+            "guest": DEMO_GUEST,
             "payment": {"method": "card", "token": card["token"], "card_last_four": card["last4"]},
         }
-        result = _call(http, "POST", f"{booking}/bookings", json=body,
-                       headers={"Idempotency-Key": str(uuid.uuid4()), "Authorization": f"Bearer {bearer}"})
+        result = _call(
+            http,
+            "POST",
+            f"{booking}/bookings",
+            json=body,
+            headers={"Idempotency-Key": str(uuid.uuid4()), "Authorization": f"Bearer {bearer}"},
+        )
 
     table = Table(title="booking", show_header=False)
-    for key in ("booking_id", "confirmation_code", "status", "room_id", "trace_id"):
+    for key in ("booking_id", "confirmation_code", "status", "room_id", "room_type", "trace_id"):
         table.add_row(key, str(result.get(key)))
     table.add_row("total", f"{result.get('total_minor')} {result.get('currency')} (minor units)")
+    terms = result.get("cancellation") or {}
+    if terms:
+        table.add_row("free cancellation until", f"{terms['free_cancellation_until_local']} ({terms['time_zone']})")
     if result.get("trace_url"):
         table.add_row("trace", str(result["trace_url"]))
     console.print(table)
     console.print(f"its trace in the terminal: bookline traces show {result.get('trace_id')}")
 
 
-def _find_available_property(http: httpx.Client, booking: str, check_in: date, check_out: date) -> str:
-    """The first property (of the demo city, else any) with a room for two on those nights."""
+def _find_available_room(
+    http: httpx.Client, booking: str, check_in: date, check_out: date
+) -> tuple[str, dict[str, Any]]:
+    """The first property (of the demo city, else any) with a room for two on those nights, and its
+    cheapest free room as the availability answer offers it (with its quote)."""
     candidates = _items(_call(http, "GET", f"{booking}/properties", params={"city": DEMO_CITY}))
     candidates = candidates or _items(_call(http, "GET", f"{booking}/properties"))
     if not candidates:
         raise _fail("there are no properties: run `bookline seed` first")
     for prop in candidates[:20]:
         property_id = str(prop.get("property_id") or prop.get("id"))
-        free = _call(http, "GET", f"{booking}/availability", params={
-            "property_id": property_id, "check_in": check_in.isoformat(),
-            "check_out": check_out.isoformat(), "guests": 2,
-        })
+        free = _call(
+            http,
+            "GET",
+            f"{booking}/availability",
+            params={
+                "property_id": property_id,
+                "check_in": check_in.isoformat(),
+                "check_out": check_out.isoformat(),
+                "guests": 2,
+            },
+        )
         if free.get("rooms"):
-            return property_id
+            return property_id, free["rooms"][0]
     raise _fail(f"no room for two from {check_in} to {check_out} in the first {len(candidates[:20])} properties")
 
 

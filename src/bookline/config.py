@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 0.1
     queue_poll_interval_s: float = 0.1
     queue_visibility_timeout_s: float = 30.0
+    # may hold a password, so it is a secret like admin_token: never shown by repr, str or a dump
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://[user:pass@]host:port[?starttls=true] or smtps://host:465 of the server that "
+        "delivers the guest e-mails; unset means one .eml file per e-mail under DATA_DIR/mail",
+    )
 
     # the local telemetry store
     telemetry_retention_hours: float = Field(
@@ -167,6 +173,9 @@ class Settings(BaseSettings):
     rate_limit_bookings_per_customer: str = Field(default="30/minute", description="POST /bookings per token sub")
     # high enough for a load test from one machine, low enough to stop a flood from one address
     rate_limit_bookings_per_address: str = Field(default="6000/minute", description="POST /bookings per client address")
+    rate_limit_lookups_per_address: str = Field(
+        default="20/minute", description="POST /bookings/lookup per client address (codes cannot be guessed)"
+    )
     rate_limit_failed_auth_per_address: str = Field(
         default="60/minute", description="401s per client address; past it every credential from there answers 429"
     )

@@ -1,6 +1,7 @@
-"""What must never leave the payment gateway: card numbers, and with them e-mail addresses and
-secrets. One set of patterns, used by the telemetry pipeline (spans, logs), the error edge and the
-validation of ids."""
+"""What must never leave the service that owns it: card numbers (the payment gateway's), the guest's
+e-mail address and phone number (booking-service's and confirmation-service's), and secrets. One set
+of patterns, used by the telemetry pipeline (spans, logs), the store's ingest, the error edge, the
+validation of ids and the scans of stored data (``personal_data_kinds``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,27 @@ MIN_CARD_DIGITS, MAX_CARD_DIGITS = 13, 19
 # what every such run is at least: 13 characters of digits, spaces and dashes from a digit on. A plain
 # character class the regular expression engine scans five times faster than _DIGIT_RUN, asked first
 _CANDIDATE = re.compile(r"\d[\d -]{12,}")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# an e-mail address, its "@" maybe URL-encoded (a query string: ?to=ana%40example.com)
+_EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+")
+# A phone number as E.164 writes it: "+", then 8 to 15 digits, the first not 0, maybe grouped by single
+# spaces, dashes or dots (+351 912 345 678, +1-415-555-0100); the "+" maybe URL-encoded (%2B). Not when
+# a word character or a digit stands right before the "+" (a time zone, 10:00:00+01:00; semver build
+# metadata, 1.2.3+20250314; an expression, x+12345678) or right after the last digit (+12345678ms). A
+# JSON escape before it (\n, \u000a) is no word: the compact JSON of a span's attributes is looked at
+# whole, and "line\n+351912345678" must be found in it as in the string itself.
+
+
+def _no_word_before(sign: str) -> str:
+    """After ``sign``: what stands before it is no word character, or is the end of a JSON escape. The
+    expression starts with the sign itself, so that the engine looks only where a "+" is."""
+    return rf"(?:(?<!\w{sign})|(?<=\\[bfnrt]{sign})|(?<=\\u[0-9A-Fa-f]{{4}}{sign}))"
+
+
+_PLUS, _PLUS_ENCODED = r"\+", "%2[Bb]"
+_PHONE = re.compile(
+    rf"(?:{_PLUS}{_no_word_before(_PLUS)}|{_PLUS_ENCODED}{_no_word_before(_PLUS_ENCODED)})"
+    r"[1-9](?:[ .-]?\d){7,14}(?!\w)"
+)
 _PARAM_NAMES = (
     "number",
     "card",
@@ -30,6 +51,7 @@ _PARAM_NAMES = (
     "exp_month",
     "exp_year",
     "email",
+    "phone",
     "password",
     "secret",
     "token",
@@ -50,7 +72,8 @@ def needs_scrub(text: str) -> bool:
     """Whether ``scrub`` would change the text.
 
     Runs on every attribute of every span, so it first asks what each pattern cannot do without: a card
-    number has at least 13 digits, an e-mail address an "@", a sensitive parameter a name before "=".
+    number has at least 13 digits, an e-mail address an "@", a phone number a "+" (or its %2B), a
+    sensitive parameter a name before "=".
     Most ids, names and SQL statements have none, and no regular expression tries their every position.
     The answer for a long text is remembered: the statements of a service repeat in every trace.
     """
@@ -73,9 +96,19 @@ def _needs_scrub_remembered(text: str) -> bool:
 def _needs_scrub(text: str) -> bool:
     return bool(
         _has_sensitive_param(text)
-        or ("@" in text and _EMAIL.search(text))
+        # one-character searches first (memchr in C): most texts have no "@", "+" or "%" at all
+        or (("@" in text or ("%" in text and "%40" in text)) and _EMAIL.search(text))
+        or (("+" in text or ("%" in text and ("%2B" in text or "%2b" in text))) and _PHONE.search(text))
         or (could_hold_card_number(text) and _card_spans(text))
     )
+
+
+def _could_hold_email(text: str) -> bool:
+    return "@" in text or ("%" in text and "%40" in text)
+
+
+def _could_hold_phone(text: str) -> bool:
+    return "+" in text or ("%" in text and ("%2B" in text or "%2b" in text))
 
 
 def could_hold_card_number(text: str) -> bool:
@@ -195,10 +228,43 @@ def _without_cards(text: str) -> str:
     return "".join(parts)
 
 
+def looks_like_email(text: str) -> bool:
+    """Whether the text holds an e-mail address anywhere (what ``scrub`` would redact as one)."""
+    return _could_hold_email(text) and _EMAIL.search(text) is not None
+
+
+def looks_like_phone(text: str) -> bool:
+    """Whether the text holds a phone number anywhere (what ``scrub`` would redact as one)."""
+    return _could_hold_phone(text) and _PHONE.search(text) is not None
+
+
+PERSONAL_DATA_KINDS = ("card", "email", "phone")
+
+
+def personal_data_kinds(text: str) -> set[str]:
+    """What the text holds of what ``scrub`` redacts by pattern: a subset of {"card", "email", "phone"}.
+    The scans of stored data ask this, so that they and the redaction share one definition."""
+    kinds = set()
+    if looks_like_card_number(text):
+        kinds.add("card")
+    if looks_like_email(text):
+        kinds.add("email")
+    if looks_like_phone(text):
+        kinds.add("phone")
+    return kinds
+
+
 def scrub(text: str) -> str:
-    """Remove card numbers, e-mail addresses and sensitive query parameters from a string."""
+    """Remove card numbers, e-mail addresses, phone numbers and sensitive query parameters from a string."""
     if not needs_scrub(text):
         return text
     text = _SENSITIVE_PARAM.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
     text = _without_cards(text)
-    return _EMAIL.sub(REDACTED, text)
+    if _could_hold_email(text):
+        text = _EMAIL.sub(REDACTED, text)
+    if _could_hold_phone(text):
+        # "+1 415 555 0100+351912345678": the second "+" follows a digit, no phone, until the first one
+        # is gone; once more, until none is left (each pass takes a "+" away)
+        while (redacted := _PHONE.sub(REDACTED, text)) != text:
+            text = redacted
+    return text

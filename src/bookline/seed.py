@@ -23,6 +23,7 @@ import bookline.services.pricing as pricing_package
 from bookline.adapters.db import Database
 from bookline.adapters.migrations import script_location, upgrade
 from bookline.config import Settings
+from bookline.domain.terms import DEFAULT_PENALTY_NIGHTS
 from bookline.services.availability.tables import properties as properties_table
 from bookline.services.availability.tables import rooms as rooms_table
 from bookline.services.pricing.tables import rate_plans as rate_plans_table
@@ -39,22 +40,29 @@ class City:
     double_rate: int  # a 3-star double room, in major units
     round_to: int  # rates are rounded to this many major units
     extra_guest: int  # major units per guest beyond the base occupancy, per night
+    time_zone: str
+    street: str  # how an address reads there: {name} of the street, {n} the house number
+    postcode: str  # a postcode pattern: each "#" a digit
 
 
 CITIES = (
-    City("Lisbon", "PT", "EUR", 95, 1, 20),
-    City("Porto", "PT", "EUR", 85, 1, 18),
-    City("Barcelona", "ES", "EUR", 120, 1, 25),
-    City("Paris", "FR", "EUR", 160, 1, 30),
-    City("Berlin", "DE", "EUR", 110, 1, 22),
-    City("Amsterdam", "NL", "EUR", 150, 1, 30),
-    City("Rome", "IT", "EUR", 130, 1, 25),
-    City("London", "GB", "GBP", 140, 1, 30),
-    City("Edinburgh", "GB", "GBP", 115, 1, 25),
-    City("New York", "US", "USD", 220, 1, 40),
-    City("San Francisco", "US", "USD", 200, 1, 35),
-    City("Tokyo", "JP", "JPY", 16_000, 100, 3_000),
+    City("Lisbon", "PT", "EUR", 95, 1, 20, "Europe/Lisbon", "Rua {name} {n}", "1###-###"),
+    City("Porto", "PT", "EUR", 85, 1, 18, "Europe/Lisbon", "Rua {name} {n}", "4###-###"),
+    City("Barcelona", "ES", "EUR", 120, 1, 25, "Europe/Madrid", "Carrer {name} {n}", "080##"),
+    City("Paris", "FR", "EUR", 160, 1, 30, "Europe/Paris", "{n} rue {name}", "750##"),
+    City("Berlin", "DE", "EUR", 110, 1, 22, "Europe/Berlin", "{name}straße {n}", "10###"),
+    City("Amsterdam", "NL", "EUR", 150, 1, 30, "Europe/Amsterdam", "{name}straat {n}", "10## AB"),
+    City("Rome", "IT", "EUR", 130, 1, 25, "Europe/Rome", "Via {name} {n}", "001##"),
+    City("London", "GB", "GBP", 140, 1, 30, "Europe/London", "{n} {name} Street", "WC2N #AB"),
+    City("Edinburgh", "GB", "GBP", 115, 1, 25, "Europe/London", "{n} {name} Street", "EH1 #AB"),
+    City("New York", "US", "USD", 220, 1, 40, "America/New_York", "{n} {name} Avenue", "100##"),
+    City("San Francisco", "US", "USD", 200, 1, 35, "America/Los_Angeles", "{n} {name} Street", "941##"),
+    City("Tokyo", "JP", "JPY", 16_000, 100, 3_000, "Asia/Tokyo", "{n} {name}-dori", "100-####"),
 )
+COUNTRY_NAMES = {"PT": "Portugal", "ES": "Spain", "FR": "France", "DE": "Germany", "NL": "Netherlands",
+                 "IT": "Italy", "GB": "United Kingdom", "US": "United States", "JP": "Japan"}  # fmt: skip
+# hours before check-in until which a property's rooms cancel for free (the default, 48, most often)
+FREE_CANCELLATION_HOURS = (24, 48, 48, 48, 72)
 MINOR_DIGITS = {"EUR": 2, "GBP": 2, "USD": 2, "JPY": 0}
 TAX_BP = {"PT": 600, "ES": 1000, "FR": 1000, "DE": 700, "NL": 900, "IT": 1000, "GB": 2000,
           "US": 1475, "JP": 1000}  # fmt: skip
@@ -92,9 +100,17 @@ def property_id_of(number: int) -> str:
     return f"prop-{number:05d}"
 
 
+def address_of(city: City, rng: random.Random) -> str:
+    street = city.street.format(name=rng.choice(WORDS), n=rng.randint(1, 240))
+    postcode = "".join(str(rng.randint(0, 9)) if c == "#" else c for c in city.postcode)
+    return f"{street}, {postcode} {city.name}, {COUNTRY_NAMES[city.country]}"
+
+
 def generate_property(number: int, *, rooms_per_property: int, seed: int, into: Batch) -> None:
     """Append property ``number`` (1-based), its rooms and their rate plans to a batch."""
     rng = random.Random(f"{seed}:{number}")
+    # its own generator, so that what the first one draws (names, rooms, rates) stays as it was
+    place = random.Random(f"{seed}:{number}:place")
     city = CITIES[(number - 1) % len(CITIES)]
     property_id = property_id_of(number)
     stars = rng.randint(2, 5)
@@ -107,8 +123,11 @@ def generate_property(number: int, *, rooms_per_property: int, seed: int, into: 
             "country": city.country,
             "currency": city.currency,
             "stars": stars,
+            "address": address_of(city, place),
+            "time_zone": city.time_zone,
         }
     )
+    free_cancellation_hours = place.choice(FREE_CANCELLATION_HOURS)
     minor_per_major = 10 ** MINOR_DIGITS[city.currency]
     types = rng.choices(ROOM_TYPES, weights=[t.weight for t in ROOM_TYPES], k=rooms_per_property)
     for index, room_type in enumerate(types, start=1):
@@ -133,6 +152,9 @@ def generate_property(number: int, *, rooms_per_property: int, seed: int, into: 
                 "extra_guest_minor": city.extra_guest * minor_per_major,
                 "base_occupancy": 1 if room_type.capacity == 1 else 2,
                 "tax_bp": TAX_BP[city.country],
+                "time_zone": city.time_zone,
+                "free_cancellation_hours": free_cancellation_hours,
+                "penalty_nights": DEFAULT_PENALTY_NIGHTS,
             }
         )
 
@@ -169,9 +191,7 @@ async def seed_inventory(
         settings.database_url_of("availability-service"),
         schema=settings.schema_of("availability-service"),
     )
-    pricing = Database(
-        settings.database_url_of("pricing-engine"), schema=settings.schema_of("pricing-engine")
-    )
+    pricing = Database(settings.database_url_of("pricing-engine"), schema=settings.schema_of("pricing-engine"))
     tables = {
         "properties": (availability, properties_table),
         "rooms": (availability, rooms_table),
@@ -181,14 +201,10 @@ async def seed_inventory(
         await upgrade(availability, script_location(availability_package.__file__))
         await upgrade(pricing, script_location(pricing_package.__file__))
         before = {name: await _count(db, table) for name, (db, table) in tables.items()}
-        for batch in generate(
-            properties=properties, rooms_per_property=rooms_per_property, seed=seed
-        ):
+        for batch in generate(properties=properties, rooms_per_property=rooms_per_property, seed=seed):
             # two files (or schemas): the writes of one batch can overlap
             await asyncio.gather(
-                _insert_missing(
-                    availability, (properties_table, batch.properties), (rooms_table, batch.rooms)
-                ),
+                _insert_missing(availability, (properties_table, batch.properties), (rooms_table, batch.rooms)),
                 _insert_missing(pricing, (rate_plans_table, batch.rate_plans)),
             )
         after = {name: await _count(db, table) for name, (db, table) in tables.items()}

@@ -87,6 +87,7 @@ def test_audit_passes_on_a_healthy_stack_and_names_the_booking_and_trace_of_each
             "one_notification_per_kind": "pass",
             "compensations_traced": "pass",
             "no_card_numbers": "pass",
+            "no_personal_data": "pass",
         }, output
         assert report["bookings"] == {"cancelled": 1, "confirmed": 1, "failed": 1}
         traced = next(c for c in report["checks"] if c["check"] == "compensations_traced")

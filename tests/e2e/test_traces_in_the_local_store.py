@@ -18,6 +18,7 @@ import httpx
 import pytest
 import yaml
 
+from bookline.load.guests import guest_of
 from bookline.services.telemetry.sampling.config import PACKAGED_POLICY_FILE
 from bookline.telemetry_contract import load_registry
 from support.booking import DECLINE, Client, fresh_stay
@@ -188,6 +189,7 @@ async def book_many(client: Client, tokens: list[str], *, rooms: list[tuple[str,
         body = {
             "source": "api", "property_id": prop, "room_id": room, "guests": 1,
             "check_in": check_in.isoformat(), "check_out": (check_in + timedelta(days=1)).isoformat(),
+            "guest": guest_of(guest),
             "payment": {"method": "card", "token": token, "card_last_four": last4},
         }  # fmt: skip
         async with sem:

@@ -42,19 +42,68 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BK_1 = bk_id("1")
 
 
-def booking_event(booking_id: str = BK_1, **overrides: Any) -> dict[str, Any]:
+GUEST = {"name": "Ana Lopez", "email": "ana.lopez@example.com", "phone": "+351912345678"}
+PROPERTY = {
+    "property_id": "prop-kyoto-1",
+    "name": "Hotel Azul Kyoto 1",
+    "address": "12 Sanjo-dori, 604-8004 Kyoto, Japan",
+    "time_zone": "Asia/Tokyo",
+    "rooms": [{"room_id": "prop-kyoto-1-r2", "name": "Double 002", "room_type": "double", "capacity": 2}],
+}
+
+
+def booking_event(booking_id: str = BK_1) -> dict[str, Any]:
+    """A booking event as confirmation-service publishes it: ids only."""
+    return {"booking_id": booking_id, "reservation_id": rsv_id(booking_id)}
+
+
+def notice_of(booking_id: str, **overrides: Any) -> dict[str, Any]:
+    """What confirmation-service answers notification-service about a booking."""
     return {
         "booking_id": booking_id,
         "reservation_id": rsv_id(booking_id),
         "confirmation_code": "BKL-7K3M-Q9XZ",
+        "status": "confirmed",
         "user_id": "u_42",
-        "property_id": "prop_kyoto_1",
-        "room_id": "prop_kyoto_1-r2",
+        "property_id": "prop-kyoto-1",
+        "room_id": "prop-kyoto-1-r2",
+        "room_type": "double",
         "check_in": "2030-03-14",
         "check_out": "2030-03-17",
         "total_minor": 123450,
         "currency": "EUR",
+        "guest": GUEST,
+        "nights": [{"night": f"2030-03-{d}", "amount_minor": 38000} for d in (14, 15, 16)],
+        "taxes_minor": 9450,
+        "cancellation": {
+            "free_cancellation_hours": 48,
+            "free_cancellation_until": "2030-03-12T06:00:00+00:00",
+            "time_zone": "Asia/Tokyo",
+            "penalty_minor": 41040,
+            "currency": "EUR",
+        },
+        "refund_minor": None,
+        "cancellation_penalty_minor": None,
     } | overrides
+
+
+class Source:
+    """The edge of notification-service: what confirmation-service and availability-service answer."""
+
+    def __init__(self) -> None:
+        self.notices: dict[str, dict[str, Any]] = {}
+        self.asked: list[str] = []
+
+    def add(self, booking_id: str, **overrides: Any) -> None:
+        self.notices[rsv_id(booking_id)] = notice_of(booking_id, **overrides)
+
+    async def notice(self, reservation_id: str) -> dict[str, Any]:
+        self.asked.append(reservation_id)
+        return self.notices[reservation_id]
+
+    async def get_property(self, property_id: str) -> dict[str, Any]:
+        assert property_id == PROPERTY["property_id"]
+        return PROPERTY
 
 
 @dataclass
@@ -65,12 +114,15 @@ class Service:
     metrics: InMemoryMetricReader
     client: httpx.AsyncClient
     producer: SqliteQueue
+    source: Source
 
     async def publish(
         self, topic: str, body: dict[str, Any], *, message_id: str | None = None
     ) -> tuple[str, ReadableSpan]:
         """Publish as a producer would, from inside a span of the test; returns the id and span."""
         message_id = message_id or str(uuid4())
+        if "booking_id" in body and rsv_id(body["booking_id"]) not in self.source.notices:
+            self.source.add(body["booking_id"])
         with self.telemetry.tracer.start_as_current_span("test.produce") as span:
             headers = inject_context({})
         await self.producer.publish(topic, body, headers=headers, message_id=message_id)
@@ -99,13 +151,14 @@ async def running_service(settings: Settings) -> AsyncIterator[Service]:
     exporter = InMemorySpanExporter()
     reader = InMemoryMetricReader()
     telemetry = setup_telemetry("notification-service", settings, span_exporter=exporter, metric_readers=[reader])
-    app = build_app(settings, telemetry)
+    source = Source()
+    app = build_app(settings, telemetry, source=source)
     producer = SqliteQueue(settings.queue_path, visibility_timeout_s=30)
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://notification") as client:
-                yield Service(settings, telemetry, exporter, reader, client, producer)
+                yield Service(settings, telemetry, exporter, reader, client, producer, source)
     finally:
         await producer.close()
         telemetry.shutdown()
@@ -161,12 +214,13 @@ async def test_confirmed_booking_sends_one_email_in_the_trace_of_the_producer(se
 
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
     assert message["From"] == "Bookline <bookings@bookline.example>"
-    assert message["To"] == "guest-u_42@guests.bookline.example"
+    assert message["To"].addresses[0].addr_spec == GUEST["email"]
     assert message["Subject"] == "Your booking BKL-7K3M-Q9XZ is confirmed"
-    text = message.get_content()
-    assert "Thu 14 Mar 2030" in text and "Sun 17 Mar 2030 (3 nights)" in text
-    assert "prop_kyoto_1-r2" in text
-    assert "1,234.50 EUR" in text
+    text = message.get_body(("plain",)).get_content()
+    assert "Thu 14 Mar 2030" in text and "Sun 17 Mar 2030" in text
+    assert PROPERTY["name"] in text and PROPERTY["address"] in text and "Double 002" in text
+    assert "1,234.50 EUR" in text and "380.00 EUR" in text
+    assert service.source.asked == [rsv_id(BK_1)]
 
     response = await service.client.get("/admin/notifications", headers=ADMIN)
     [row] = [n for n in response.json()["notifications"] if n["booking_id"] == BK_1]
@@ -214,15 +268,19 @@ async def test_second_message_for_the_same_booking_and_kind_sends_no_second_emai
 
 
 async def test_cancellation_is_a_second_kind_with_its_own_email(service: Service):
-    await service.publish("booking.confirmed", booking_event(bk_id("3"), currency="JPY", total_minor=45000))
-    await service.publish("booking.cancelled", booking_event(bk_id("3"), currency="JPY", total_minor=45000))
+    jpy = {"currency": "JPY", "total_minor": 45000, "taxes_minor": 0, "cancellation": None,
+           "nights": [{"night": f"2030-03-{d}", "amount_minor": 15000} for d in (14, 15, 16)]}  # fmt: skip
+    service.source.add(bk_id("3"), **jpy, refund_minor=30000, cancellation_penalty_minor=15000)
+    await service.publish("booking.confirmed", booking_event(bk_id("3")))
+    await service.publish("booking.cancelled", booking_event(bk_id("3")))
 
     cancelled = service.settings.mail_dir / f"{bk_id('3')}-cancelled.eml"
     await eventually(lambda: cancelled.exists() and len(service.spans("notification.send_email")) == 2)
 
     message = email.message_from_bytes(cancelled.read_bytes(), policy=policy.default)
     assert message["Subject"] == "Your booking BKL-7K3M-Q9XZ is cancelled"
-    assert "45,000 JPY" in message.get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert "45,000 JPY" in text and "30,000 JPY" in text and "15,000 JPY" in text
     [process] = await eventually(lambda: service.spans("booking.cancelled process"))
     assert process.attributes["messaging.destination.name"] == "booking.cancelled"
     kinds = sorted(s.attributes["notification.kind"] for s in service.spans("notification.send_email"))
@@ -237,7 +295,7 @@ async def test_recipient_address_appears_in_no_span_and_no_log_row(service: Serv
 
     for span in service.exporter.get_finished_spans():
         for value in span.attributes.values():
-            assert "guests.bookline.example" not in str(value) and "@" not in str(value)
+            assert "@" not in str(value) and GUEST["name"] not in str(value) and GUEST["phone"] not in str(value)
     with sqlite3.connect(service.settings.data_dir / "notification.db") as conn:
         rows = conn.execute("SELECT * FROM sent_notifications").fetchall()
     assert rows and not any("@" in str(value) for row in rows for value in row)
@@ -272,7 +330,7 @@ class FlakyMailer:
         self.inner = EmlMailer(mail_dir)
         self.failures = failures
 
-    async def send(self, **kwargs: Any) -> Path:
+    async def send(self, **kwargs: Any) -> str:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("mail relay unavailable")
@@ -285,6 +343,7 @@ async def test_a_failed_send_is_nacked_and_retried_until_sent(tmp_path: Path):
     telemetry = setup_telemetry("notification-service", settings, span_exporter=exporter)
     db = Database(settings.database_url_of("notification-service"))
     queue = SqliteQueue(settings.queue_path, visibility_timeout_s=30)
+    source = Source()
     try:
         await upgrade(db, script_location(notification.__file__))
         consumer = NotificationConsumer(
@@ -294,7 +353,9 @@ async def test_a_failed_send_is_nacked_and_retried_until_sent(tmp_path: Path):
             telemetry,
             poll_interval_s=0.01,
             retry_delay_s=0.1,
+            source=source,
         )
+        source.add(bk_id("6"))
         await queue.publish("booking.confirmed", booking_event(bk_id("6")), headers={}, message_id="m6")
 
         assert await consumer.process_once() == 1  # fails, nacked for 0.1 s

@@ -22,10 +22,10 @@ from sqlalchemy.engine import Engine
 
 from bookline.adapters.db import Database
 from bookline.config import SERVICES, Settings
-from bookline.domain.pricing import RatePlan, price_stay
+from bookline.domain.pricing import RatePlan, cancellation_terms, price_stay
 from bookline.domain.stay import StayDates
 from bookline.seed import seed_inventory
-from bookline.services.pricing.api import build_app
+from bookline.services.pricing.api import TermsPublic, build_app
 from bookline.services.pricing.tables import quotes, rate_plans
 from bookline.telemetry import setup_telemetry
 from support.booking import as_service, caller_headers
@@ -99,7 +99,9 @@ async def quote_count(settings: Settings) -> int:
 def expected_body(plan: RatePlan, guests: int) -> dict:
     stay = StayDates(date.fromisoformat(STAY["check_in"]), date.fromisoformat(STAY["check_out"]))
     priced = price_stay(plan, stay, guests)
+    terms = TermsPublic(**cancellation_terms(plan, stay, priced).as_dict()).model_dump(mode="json")
     return {
+        "cancellation": terms,
         "currency": plan.currency,
         "nights": [
             {"night": n.night.isoformat(), "amount_minor": n.amount_minor, "rules": n.rules} for n in priced.nights
@@ -132,7 +134,7 @@ async def test_prices_every_listed_room_that_has_a_rate_plan_and_leaves_out_the_
     assert [p["room_id"] for p in prices] == ["prop-00001-r003", "prop-00001-r001"]
     for price in prices:
         plan = await rate_plan(pricing.settings, price["room_id"])
-        assert price == {"room_id": plan.room_id, **expected_body(plan, guests=2)}
+        assert price == {"room_id": plan.room_id, "quote_id": None, "expires_at": None, **expected_body(plan, guests=2)}
         assert price["total_minor"] == price["subtotal_minor"] + price["taxes_minor"]
         assert [n["night"] for n in price["nights"]] == [
             "2031-03-06", "2031-03-07", "2031-03-08", "2031-03-09"
@@ -219,6 +221,7 @@ async def test_quote_emits_a_price_stay_span_with_the_quote_and_its_total(pricin
         "pricing.total_minor": quote["total_minor"],
         "pricing.currency": quote["currency"],
         "pricing.rules_applied": tuple(quote["rules_applied"]),
+        "pricing.rooms_priced": 1,
     }
     [server] = [s for s in pricing.spans.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert span.parent.span_id == server.context.span_id

@@ -2,6 +2,7 @@
 
 from contextlib import asynccontextmanager
 from uuid import uuid4
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -9,7 +10,7 @@ from sqlalchemy import Table, select
 
 from bookline.adapters.db import Database
 from bookline.config import Settings
-from bookline.seed import CITIES, seed_inventory
+from bookline.seed import CITIES, COUNTRY_NAMES, seed_inventory
 from bookline.services.availability.tables import properties, rooms
 from bookline.services.pricing.tables import rate_plans
 from support.postgres import PG_URL, require_postgres_async
@@ -99,8 +100,14 @@ async def test_inventory_spreads_over_the_cities_with_their_currency_and_sensibl
     capacity = {"single": 1, "double": 2, "twin": 2, "family": 4, "suite": 3}
     assert all(r[4] == capacity[r[3]] for r in rows["rooms"])
     single_rooms = {r[0] for r in rows["rooms"] if r[3] == "single"}
-    for room_id, property_id, currency, base, weekend, extra, occupancy, tax in rows["rate_plans"]:
+    zone_of = {p[0]: p[7] for p in rows["properties"]}
+    assert all(p[6].endswith(COUNTRY_NAMES[p[3]]) and p[2] in p[6] for p in rows["properties"])  # the address
+    for room_id, property_id, currency, base, weekend, extra, occupancy, tax, zone, free_hours, penalty_nights in rows[
+        "rate_plans"
+    ]:  # fmt: skip
         assert currency == currency_of[property_id]
+        assert zone == zone_of[property_id] and ZoneInfo(zone)
+        assert free_hours in (24, 48, 72) and penalty_nights == 1
         assert 1500 <= weekend <= 2500 and extra > 0 and tax > 0
         assert occupancy == (1 if room_id in single_rooms else 2)
         if currency == "JPY":  # no minor digits: whole yen, rounded to 100

@@ -30,7 +30,7 @@ AUTH = "auth_" + "a" * 24
 # (service, method, path, json): every internal endpoint, and who may call it
 INTERNAL = [
     ("availability-service", "GET", "/properties", None, "booking-service"),
-    ("availability-service", "GET", "/properties/prop-00001", None, "booking-service"),
+    ("availability-service", "GET", "/properties/prop-00001", None, "booking-service notification-service"),
     ("availability-service", "POST", "/holds", {}, "booking-service"),
     ("availability-service", "GET", f"/holds/{RSV}", None, "booking-service"),
     ("availability-service", "POST", f"/holds/{RSV}/commit", None, "confirmation-service"),
@@ -38,9 +38,11 @@ INTERNAL = [
     ("availability-service", "POST", f"/holds/{RSV}/restore", None, "booking-service"),
     ("pricing-engine", "POST", "/prices", {}, "booking-service"),
     ("pricing-engine", "POST", "/quotes", {}, "booking-service"),
+    ("pricing-engine", "POST", "/quotes/q_aaaaaaaaaaaaaaaaaaaaaaaa/honour", {}, "booking-service"),
     ("confirmation-service", "POST", "/confirmations", {}, "booking-service"),
     ("confirmation-service", "GET", f"/confirmations/{RSV}", None, "booking-service"),
     ("confirmation-service", "POST", f"/confirmations/{RSV}/cancel", None, "booking-service"),
+    ("confirmation-service", "GET", f"/confirmations/{RSV}/notice", None, "notification-service"),
     ("payment-gateway", "POST", "/v1/authorizations", {}, "booking-service"),
     ("payment-gateway", "POST", f"/v1/authorizations/{AUTH}/capture", None, "booking-service"),
     ("payment-gateway", "POST", f"/v1/authorizations/{AUTH}/void", None, "booking-service"),
@@ -65,7 +67,8 @@ def test_an_internal_endpoint_without_a_service_credential_answers_401(stack, se
 
 @pytest.mark.parametrize(("service", "method", "path", "body", "caller"), INTERNAL, ids=IDS)
 def test_an_internal_endpoint_refuses_a_service_that_does_not_need_it(stack, service, method, path, body, caller):
-    intruder = "notification-service"  # needs none of these
+    # pricing-engine calls no other service; notification-service reads what its e-mails need
+    intruder = "pricing-engine" if "notification-service" in caller else "notification-service"
     response = call(stack, service, method, path, body, as_service(stack.key_dir, intruder, service))
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "service_forbidden"

@@ -25,6 +25,7 @@ GATEWAY_500 = "4000000000000119"
 SLOW = "4000000000000341"
 
 DEFAULT_USER = "user-1"
+GUEST = {"name": "Ana Lopez", "email": "ana.lopez@example.com", "phone": "+351912345678"}
 
 _offsets = itertools.count(5)
 
@@ -75,8 +76,11 @@ class Client:
         stay: tuple[date, date] | None = None,
         guests: int = 2,
         room_id: str | None = None,
+        room_type: str | None = None,
+        quote_id: str | None = None,
         card: str = APPROVE,
         source: str = "web",
+        guest: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         check_in, check_out = stay or fresh_stay()
         token = self.tokenize(card)
@@ -86,10 +90,15 @@ class Client:
             "check_in": check_in.isoformat(),
             "check_out": check_out.isoformat(),
             "guests": guests,
+            "guest": guest or GUEST,
             "payment": {"method": "card", "token": token["token"], "card_last_four": token["last4"]},
         }
         if room_id:
             body["room_id"] = room_id
+        if room_type:
+            body["room_type"] = room_type
+        if quote_id:
+            body["quote_id"] = quote_id
         return body
 
     def book(self, body: dict, key: str | None = None, *, user: str = DEFAULT_USER) -> httpx.Response:

@@ -9,6 +9,7 @@ from datetime import date
 import pytest
 
 from bookline.audit.checks import (
+    CHECKS,
     Policy,
     check_compensations_traced,
     check_confirmed_bookings_never_overlap,
@@ -17,6 +18,7 @@ from bookline.audit.checks import (
     check_no_card_numbers,
     check_no_open_authorization,
     check_no_payment_left_unknown,
+    check_no_personal_data,
     check_one_notification_per_kind,
     check_room_nights_claimed_once,
     run_checks,
@@ -27,6 +29,7 @@ from bookline.audit.snapshot import (
     CardHit,
     ClaimRecord,
     ConfirmationRecord,
+    DataHit,
     HoldRecord,
     MailRecord,
     NotificationRecord,
@@ -105,6 +108,8 @@ def consistent() -> Snapshot:
         ],
         oldest_span_unix_nano=int((OLD - 3600) * 1e9),
         card_scanned=list(SERVICES),
+        data_scanned=list(SERVICES),
+        guest_names=4,
     )
 
 
@@ -483,3 +488,73 @@ def test_a_store_that_was_not_scanned_is_reported() -> None:
 
     assert result.status == "pass"
     assert result.notes == ["telemetry not scanned: the telemetry store does not answer"]
+
+
+# ---- 9 -------------------------------------------------------------------------------------------
+
+
+def test_personal_data_outside_the_two_guest_services_is_a_violation_naming_kind_service_and_place() -> None:
+    snap = consistent()
+    snap.data_hits = [
+        DataHit("phone", "telemetry", "spans", "attributes", "abc/def"),
+        DataHit("email", "notification-service", "queue.messages", "body", "17"),
+        DataHit("name", "availability-service", "properties", "name", "prop-00001"),
+    ]
+
+    result = check_no_personal_data(snap, POLICY)
+
+    assert result.status == "fail"
+    assert [(v.service, v.message) for v in result.violations] == [
+        ("telemetry", "phone: spans.attributes of row abc/def holds a phone number"),
+        ("notification-service", "email: queue.messages.body of row 17 holds an e-mail address"),
+        ("availability-service", "name: properties.name of row prop-00001 holds a guest's name"),
+    ]
+    assert result.checked == len(SERVICES)
+
+
+def test_a_card_number_found_by_the_data_scan_is_left_to_the_card_check() -> None:
+    snap = consistent()
+    snap.data_hits = [DataHit("card", "booking-service", "bookings", "user_id", "bk_1")]
+
+    assert check_no_personal_data(snap, POLICY).status == "pass"
+
+
+def test_a_clean_scan_passes_and_says_how_many_names_were_looked_for() -> None:
+    result = check_no_personal_data(consistent(), POLICY)
+
+    assert (result.status, result.violations) == ("pass", [])
+    assert result.notes == ["4 guest name(s) looked for"]
+
+
+def test_without_guest_names_a_store_not_scanned_or_a_truncated_scan_the_check_says_so() -> None:
+    snap = consistent()
+    snap.guest_names, snap.guest_names_unavailable = None, "booking-service has no GET /admin/guest-names: ..."
+    snap.data_scanned.remove("telemetry")
+    snap.data_scan_skipped = {"telemetry": "telemetry is off (OTEL_SDK_DISABLED=true)"}
+    snap.data_scan_truncated = ["notification-service"]
+
+    result = check_no_personal_data(snap, POLICY)
+
+    assert result.status == "pass"
+    assert result.notes == [
+        "booking-service has no GET /admin/guest-names: ...",
+        "notification-service: more places hold personal data than its scan lists",
+        "telemetry not scanned: telemetry is off (OTEL_SDK_DISABLED=true)",
+    ]
+
+
+def test_control_when_nothing_was_scanned_the_check_is_skipped_not_passed() -> None:
+    snap = consistent()
+    snap.data_scanned = []
+
+    assert check_no_personal_data(snap, POLICY).status == "skipped"
+
+
+def test_the_personal_data_check_runs_with_the_others() -> None:
+    snap = consistent()
+    snap.data_hits = [DataHit("email", "pricing-engine", "rates", "note", "r1")]
+
+    results = {r.check: r for r in run_checks(snap, POLICY)}
+
+    assert check_no_personal_data in CHECKS
+    assert results["no_personal_data"].status == "fail" and results["no_card_numbers"].status == "pass"

@@ -38,7 +38,7 @@ async def test_price_rooms_sends_dates_as_iso_strings_and_returns_the_prices():
             "POST",
             "/prices",
             {"property_id": "p1", "room_ids": ["r1", "r2"], "check_in": "2031-03-06",
-             "check_out": "2031-03-08", "guests": 2},
+             "check_out": "2031-03-08", "guests": 2, "issue_quotes": False},
         )
     ]  # fmt: skip
 

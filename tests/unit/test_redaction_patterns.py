@@ -1,6 +1,10 @@
 """What the redaction step scrubs, and what it leaves alone; and that every user of the card filter
-(scrub, needs_scrub, looks_like_card_number, card_like_numbers, the audit's card scan) gives one answer."""
+(scrub, needs_scrub, looks_like_card_number, card_like_numbers, the audit's card scan) gives one answer,
+as every user of the e-mail and phone patterns does (scrub, needs_scrub, personal_data_kinds, the data
+scan), and how the data scan finds a guest's name."""
 
+import json
+import logging
 import random
 import re
 
@@ -11,11 +15,22 @@ from bookline.redaction import (
     card_like_numbers,
     could_hold_card_number,
     looks_like_card_number,
+    looks_like_email,
+    looks_like_phone,
     luhn_valid,
     needs_scrub,
+    needs_scrub_unremembered,
+    personal_data_kinds,
     scrub,
 )
-from bookline.services.common.card_scan import holds_card_number
+from bookline.services.common.card_scan import (
+    GUEST_COLUMNS,
+    DataScan,
+    GuestNames,
+    holds_card_number,
+    personal_data_in,
+)
+from bookline.telemetry import RedactingFilter
 
 
 def test_card_numbers_are_scrubbed_whatever_their_separators():
@@ -43,12 +58,16 @@ def test_ids_and_short_numbers_are_left_alone():
         "bk_0123456789ab0123456789ab",  # 24 hex, no run of 13 digits
         "bk_c57c0259a70394040169751f",  # 24 hex holding fourteen digits that fail the Luhn check
         "q_70394040169751fdc499fe39",
-        "+351 912 345 678",  # a phone number: twelve digits
         "1712345678.123456",  # a timestamp: the point splits it
         "4111 1111 1111",  # twelve digits grouped like a card
     ):
         assert scrub(text) == text
         assert not looks_like_card_number(text)
+
+
+def test_a_phone_number_is_no_card_but_is_scrubbed_as_a_phone():
+    assert not looks_like_card_number("+351 912 345 678")  # twelve digits
+    assert scrub("+351 912 345 678") == REDACTED
 
 
 def test_a_card_number_is_recognised_inside_an_id():
@@ -174,3 +193,268 @@ def test_a_uuid_is_an_id_even_when_its_digit_groups_pass_luhn():
     uuid_like = "12345678-1234-4123-8123-12345678901a"
     assert not looks_like_card_number(uuid_like) and scrub(uuid_like) == uuid_like
     assert looks_like_card_number("4111-1111-1111-1111")
+
+
+# ---- phone numbers and e-mail addresses ------------------------------------------------------------
+
+PHONES = [
+    ("+351912345678", REDACTED),
+    ("+351 912 345 678", REDACTED),
+    ("+1-415-555-0100", REDACTED),
+    ("+44.20.7946.0958", REDACTED),
+    ("+12345678", REDACTED),  # 8 digits, the fewest
+    ("+123456789012345", REDACTED),  # 15 digits, the most
+    ("call +351 912 345 678 now", f"call {REDACTED} now"),
+    ("tel:+14155550100", f"tel:{REDACTED}"),
+    ("(+351912345678)", f"({REDACTED})"),
+    ("guest +351912345678.", f"guest {REDACTED}."),
+    ('{"guest.phone":"+351 912 345 678"}', f'{{"guest.phone":"{REDACTED}"}}'),
+    ("/v1/guests?tel=%2B351912345678&x=1", f"/v1/guests?tel={REDACTED}&x=1"),  # the "+" URL-encoded
+    ("/v1/guests?phone=912345678", f"/v1/guests?phone={REDACTED}"),  # a parameter named so, whatever its value
+]
+NOT_PHONES = [
+    "2025-03-14T10:00:00+01:00",  # an ISO time with its offset
+    "2025-03-14T10:00:00+0100",
+    "+1",
+    "+44",
+    "+1234567",  # seven digits
+    "+0123456789",  # E.164 has no leading 0
+    "+3519123456789012",  # sixteen digits
+    "1.2.3+20250314",  # semver build metadata
+    "v2.0.0+build.123456789",
+    "bookline-1.4.0+g1234abcd",
+    "+12345678ms",  # a duration
+    "took +1500 ms",
+    "+1.5s",
+    "+00:30",
+    "x+12345678",  # an expression, no space
+    "UPDATE rooms SET version = version + 1 WHERE room_id = ?",  # SQL with "+"
+    "SELECT price + 100000000 FROM rates",
+    "SELECT a+b FROM t WHERE c > 10",
+    "id 12345678+87654321",
+]
+
+
+@pytest.mark.parametrize(("text", "scrubbed"), PHONES)
+def test_a_phone_number_is_scrubbed_however_it_is_grouped_and_wherever_it_stands(text: str, scrubbed: str):
+    assert scrub(text) == scrubbed
+    assert needs_scrub(text) and needs_scrub_unremembered(text)
+    if "phone=" not in text:
+        assert looks_like_phone(text) and personal_data_kinds(text) == {"phone"}
+    assert not looks_like_phone(scrub(text)) and personal_data_kinds(scrub(text)) == set()
+
+
+@pytest.mark.parametrize("text", NOT_PHONES)
+def test_times_versions_durations_and_sql_are_not_phone_numbers(text: str):
+    assert not looks_like_phone(text)
+    assert not needs_scrub(text) and scrub(text) == text
+    assert personal_data_kinds(text) == set()
+    padded = f"{text} {'.' * 80}"  # a long text's verdict is remembered: the same verdict
+    assert not needs_scrub(padded) and not needs_scrub(padded)
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ('{"guest":{"email":"ana.lopez@example.com"}}', f'{{"guest":{{"email":"{REDACTED}"}}}}'),
+        ('{"to":"Ana+hotel@mail.example.pt","n":1}', f'{{"to":"{REDACTED}","n":1}}'),
+        ("/v1/bookings?email=ana@example.com&x=1", f"/v1/bookings?email={REDACTED}&x=1"),
+        ("/v1/bookings?email=ana%40example.com", f"/v1/bookings?email={REDACTED}"),
+        ("/v1/mail?to=ana%40example.com&x=1", f"/v1/mail?to={REDACTED}&x=1"),  # the "@" URL-encoded
+        ("sent the confirmation to ana@example.com for bk_1", f"sent the confirmation to {REDACTED} for bk_1"),
+    ],
+)
+def test_an_email_address_is_scrubbed_in_json_in_a_query_string_and_in_a_sentence(text: str, scrubbed: str):
+    assert scrub(text) == scrubbed
+    assert needs_scrub(text) and looks_like_email(text) and "email" in personal_data_kinds(text)
+    assert not looks_like_email(scrub(text))
+
+
+def test_a_log_line_loses_the_phone_and_the_email_of_its_message_and_its_arguments():
+    record = logging.LogRecord(
+        "bookline.test",
+        logging.INFO,
+        __file__,
+        1,
+        "guest %s called from %s",
+        ("ana@example.com", "+1 415 555 0100"),
+        None,
+    )
+    RedactingFilter().filter(record)
+
+    assert record.getMessage() == f"guest {REDACTED} called from {REDACTED}"
+
+
+def test_control_a_log_line_without_the_filter_keeps_them():
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "from %s", ("+1 415 555 0100",), None)
+    assert record.getMessage() == "from +1 415 555 0100"  # what the filter is there to remove
+
+
+def test_personal_data_kinds_names_every_kind_a_text_holds():
+    assert personal_data_kinds("card 4242424242424242, ana@example.com, +351912345678") == {"card", "email", "phone"}
+    assert personal_data_kinds("ana@example.com") == {"email"}
+    assert personal_data_kinds("bk_c57c0259a70394040169751f 2027-03-05") == set()
+    assert personal_data_kinds("") == set()
+
+
+def test_a_phone_in_a_json_string_is_seen_in_the_whole_json_whatever_escape_stands_before_it():
+    # the telemetry store asks needs_scrub once of a span's attributes as compact JSON, and only then
+    # scrubs each string: a phone in a string must be seen in the JSON, where "\n" puts an "n" before it
+    for before in ("\n", "\t", "\r", "\x01", "\u2028", '"', "\\", " ", "/"):
+        value = {"note": f"line{before}+351912345678"}
+        assert looks_like_phone(value["note"]), before
+        for encoded in (json.dumps(value, ensure_ascii=False, separators=(",", ":")), json.dumps(value)):
+            assert needs_scrub_unremembered(encoded), encoded
+            assert "+351912345678" not in scrub(encoded)
+    assert not looks_like_phone("lineé+351912345678")  # a letter before it, in any script: no phone
+
+
+def test_a_phone_that_follows_a_redacted_one_is_redacted_as_well():
+    text = "+1 415 555 0100+351912345678"  # the second "+" follows a digit: a phone once the first is gone
+
+    assert scrub(text) == REDACTED + REDACTED
+    assert not looks_like_phone(scrub(text)) and scrub(scrub(text)) == scrub(text)
+
+
+def _reference_phones(text: str) -> bool:
+    """The definition spelled out slowly: a "+" with no word character before it, then digits with at
+    most one space, dash or dot between two of them, of which the first 8 to 15 (the first not 0) end
+    where no word character follows."""
+    for start, char in enumerate(text):
+        if char != "+" or (start and (text[start - 1].isalnum() or text[start - 1] == "_")):
+            continue
+        position, digits = start + 1, 0
+        while position < len(text):
+            if text[position].isdigit():
+                digits += 1
+                position += 1
+            elif text[position] in " .-" and digits and position + 1 < len(text) and text[position + 1].isdigit():
+                position += 1
+                continue
+            else:
+                break
+            if digits == 1 and text[position - 1] == "0":
+                break
+            follows = text[position] if position < len(text) else ""
+            if 8 <= digits <= 15 and not (follows.isalnum() or follows == "_"):
+                return True
+    return False
+
+
+def test_the_phone_pattern_agrees_with_the_definition_on_random_texts():
+    rng = random.Random(17)
+    alphabet = "0123456789" * 4 + "++  --..x_:"
+    for _ in range(4000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(5, 40)))
+        assert looks_like_phone(text) is _reference_phones(text), text
+        if looks_like_phone(text):
+            assert needs_scrub(text) and not looks_like_phone(scrub(text)), text
+
+
+# ---- the data scan: one definition with the redaction, and names found by value -------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "+351 912 345 678",
+        "ana@example.com",
+        "4242424242424242",
+        json.dumps({"guest": {"phone": "+351912345678"}}),
+        '{"note":"mail ana\\u0040example.com"}',  # the "@" a JSON escape: found once parsed
+        json.dumps(["a", {"k": "line\n+14155550100"}]),
+        "nothing here",
+        "SELECT a + 1",
+        json.dumps({"time_unix_nano": 1712345678901234567}),
+    ],
+)
+def test_the_data_scan_finds_what_the_redaction_scrubs(text: str):
+    strings = [text]
+    if text.startswith(("{", "[")):
+        strings = []
+
+        def walk(v):
+            if isinstance(v, str):
+                strings.append(v)
+            elif isinstance(v, dict):
+                for k, inner in v.items():
+                    strings.append(k)
+                    walk(inner)
+            elif isinstance(v, list):
+                for inner in v:
+                    walk(inner)
+
+        walk(json.loads(text))
+    expected = set().union(*(personal_data_kinds(s) for s in strings))
+    assert personal_data_in(text) == expected
+    assert bool(expected) is any(needs_scrub(s) for s in strings)
+    assert holds_card_number(text) is ("card" in expected)  # the card scan: the same cards
+
+
+def test_the_data_scan_reads_json_escapes_and_leaves_json_numbers_alone():
+    assert personal_data_in('{"note":"mail ana\\u0040example.com"}') == {"email"}
+    assert personal_data_in('{"note":"\\u002b351912345678"}') == {"phone"}
+    assert personal_data_in('{"n":351912345678,"t":1712345678901234567}') == set()
+    assert personal_data_in(None) == set() and personal_data_in("") == set()
+
+
+def test_a_name_is_found_as_whole_words_whatever_its_case():
+    names = GuestNames(["Ana Lopez", "Zoë Ångström"])
+
+    assert names.found_in("…guest Ana Lopez booked room 3…")
+    assert names.found_in("ANA LOPEZ")
+    assert names.found_in("note: ana lopez, late arrival")
+    assert names.found_in("Ana  Lopez") and names.found_in("Ana\nLopez")  # white space is white space
+    assert names.found_in("ZOË ÅNGSTRÖM")
+    assert not names.found_in("Anastasia Lopez")
+    assert not names.found_in("Ana Lopezes")
+    assert not names.found_in("Ana_Lopez")  # one word
+    assert not names.found_in("Lopez Ana") and not names.found_in("Lopez, Ana")
+    assert not names.found_in("Ana M. Lopez")
+    assert not names.found_in("ana.lopez@example.com")  # an e-mail address, found as one
+
+
+def test_a_name_is_found_separated_as_it_is_stored():
+    names = GuestNames(["Jean-Luc Picard", "Siobhán O'Brien"])
+
+    assert names.found_in("guest jean-luc picard") and names.found_in("for SIOBHÁN O'BRIEN")
+    assert not names.found_in("Jean Luc Picard") and not names.found_in("Siobhán O Brien")
+
+
+def test_names_shorter_than_three_characters_are_not_looked_for():
+    names = GuestNames(["Al", " J ", "", "Bo", "Li Na"])
+
+    assert not names.found_in("Al and Bo met J at the bar")
+    assert names.found_in("guest li na") and len(names) == 1
+    assert not GuestNames(["Al"])  # nothing to look for
+
+
+def test_a_name_in_a_row_key_is_redacted_and_only_the_place_is_named():
+    scan = DataScan(names=GuestNames(["Ana Lopez"]))
+    scan.row("notes", "ana lopez/1", [("text", "for Ana Lopez"), ("other", "nothing")])
+    scan.row("notes", "n2", [("text", "call +351912345678 or ana@example.com")])
+    scan.row("notes", "n3", [("text", "Anastasia Lopez")])
+
+    body = scan.body()
+
+    assert body["hits"] == [
+        {"kind": "name", "table": "notes", "column": "text", "row_key": f"{REDACTED}/1"},
+        {"kind": "email", "table": "notes", "column": "text", "row_key": "n2"},
+        {"kind": "phone", "table": "notes", "column": "text", "row_key": "n2"},
+    ]
+    assert (body["rows_scanned"], body["rows_with_hits"], body["truncated"]) == (3, 2, False)
+    assert "Ana Lopez".lower() not in json.dumps(body).lower() and "351912345678" not in json.dumps(body)
+
+
+def test_the_guest_columns_are_skipped_and_control_without_the_allow_list_they_are_found():
+    row = [("guest_name", "Ana Lopez"), ("guest_email", "ana@example.com"), ("guest_phone", "+351912345678")]
+    allowed = DataScan(names=GuestNames(["Ana Lopez"]), allowed=GUEST_COLUMNS)
+    allowed.row("bookings", "bk_1", row)
+    allowed.row("outbox", "1", [("payload", json.dumps({"guest_name": "Ana Lopez"}))])  # same column name, other table
+    control = DataScan(names=GuestNames(["Ana Lopez"]))
+    control.row("bookings", "bk_1", row)
+
+    assert [(h["table"], h["kind"]) for h in allowed.body()["hits"]] == [("outbox", "name")]
+    assert {(h["column"], h["kind"]) for h in control.body()["hits"]} == {
+        ("guest_name", "name"), ("guest_email", "email"), ("guest_phone", "phone")
+    }  # fmt: skip

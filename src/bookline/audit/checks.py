@@ -5,7 +5,7 @@ trace when there is one.
 A booking touched less than ``grace_s`` ago is *in flight*: its saga, its notification or the export
 of its spans may still be under way, so the checks that judge a finished booking skip it (and say how
 many they skipped). What is committed is judged at once whatever its age: two bookings on one
-room-night, a hold committed after its expiry, a card number at rest.
+room-night, a hold committed after its expiry, a card number or a guest's personal data at rest.
 """
 
 from __future__ import annotations
@@ -236,15 +236,27 @@ def check_expired_holds_never_count(snapshot: Snapshot, policy: Policy = Policy(
 # ---- 3. money balances ---------------------------------------------------------------------------
 
 
+def _kept(booking: BookingRecord) -> int:
+    """What the gateway rightly keeps of a settled booking."""
+    if booking.status == "confirmed":
+        return booking.total_minor or 0
+    if booking.status == "cancelled":
+        return booking.cancellation_penalty_minor or 0
+    return 0
+
+
 def check_money_balances(snapshot: Snapshot, policy: Policy = Policy()) -> CheckResult:
-    """Captured minus refunded, in the gateway's ledger, is the price of a confirmed booking and zero
-    for a failed or cancelled one; no money is held for a reservation without a booking."""
+    """Captured minus refunded, in the gateway's ledger, is the price of a confirmed booking, the
+    penalty its terms kept for a cancelled one, and zero for a failed one; no money is held for a
+    reservation without a booking."""
     facts = _Facts(snapshot, policy)
-    result = CheckResult("money_balances", "captured minus refunded equals the price (confirmed) or zero")
+    result = CheckResult(
+        "money_balances", "captured minus refunded equals the price (confirmed), the penalty (cancelled) or zero"
+    )
     for booking in facts.settled:
         auths = facts.auths.get(booking.reservation_id, [])
         kept = sum(a.captured_minor - a.refunded_minor for a in auths)
-        expected = (booking.total_minor or 0) if booking.status == "confirmed" else 0
+        expected = _kept(booking)
         currencies = {a.currency for a in auths if a.currency and a.captured_minor}
         if kept != expected:
             result.violations.append(facts.violation(
@@ -422,6 +434,42 @@ def check_no_card_numbers(snapshot: Snapshot, policy: Policy = Policy()) -> Chec
     return result
 
 
+# ---- 9. no guest's personal data outside the two services that keep it ------------------------------
+
+# what each kind of personal data a data scan finds is called in a violation (a card number is
+# no_card_numbers' to report)
+PERSONAL_DATA = {"name": "a guest's name", "email": "an e-mail address", "phone": "a phone number"}
+
+
+def check_no_personal_data(snapshot: Snapshot, policy: Policy = Policy()) -> CheckResult:
+    """No guest's name, e-mail address or phone number in any stored span, log, metric, queue message
+    or database row of any service, but booking-service's and confirmation-service's guest columns
+    (which their data scans skip)."""
+    result = CheckResult(
+        "no_personal_data", "no guest name, e-mail or phone number outside booking-service and confirmation-service"
+    )
+    for hit in snapshot.data_hits:
+        if hit.kind not in PERSONAL_DATA:
+            continue
+        result.violations.append(Violation(
+            result.check,
+            f"{hit.kind}: {hit.table}.{hit.column} of row {hit.row_key} holds {PERSONAL_DATA[hit.kind]}",
+            service=hit.service,
+        ))  # fmt: skip
+    result.checked = len(snapshot.data_scanned)
+    if snapshot.guest_names_unavailable:
+        result.notes.append(snapshot.guest_names_unavailable)
+    elif snapshot.guest_names is not None:
+        result.notes.append(f"{snapshot.guest_names} guest name(s) looked for")
+    for service in snapshot.data_scan_truncated:
+        result.notes.append(f"{service}: more places hold personal data than its scan lists")
+    for service, why in sorted(snapshot.data_scan_skipped.items()):
+        result.notes.append(f"{service} not scanned: {why}")
+    if not snapshot.data_scanned:
+        result.skipped = "no service's stored data was scanned"
+    return result
+
+
 CHECKS: tuple[Callable[[Snapshot, Policy], CheckResult], ...] = (
     check_room_nights_claimed_once,
     check_confirmed_bookings_never_overlap,
@@ -432,6 +480,7 @@ CHECKS: tuple[Callable[[Snapshot, Policy], CheckResult], ...] = (
     check_one_notification_per_kind,
     check_compensations_traced,
     check_no_card_numbers,
+    check_no_personal_data,
 )
 
 

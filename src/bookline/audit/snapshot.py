@@ -36,6 +36,8 @@ class BookingRecord:
     check_out: date | None = None
     total_minor: int | None = None
     currency: str | None = None
+    # what a cancellation kept under the booking's terms (None: cancelled before terms, or not cancelled)
+    cancellation_penalty_minor: int | None = None
     payment_transaction_id: str | None = None
     trace_id: str | None = None
     steps: dict[str, str] = field(default_factory=dict)  # step -> started | done | failed | compensated
@@ -134,6 +136,18 @@ class CardHit:
     row_key: str
 
 
+@dataclass(frozen=True)
+class DataHit:
+    """A place where a data scan found personal data: ``kind`` is card, email, phone or name (never
+    the value itself)."""
+
+    kind: str
+    service: str
+    table: str
+    column: str
+    row_key: str
+
+
 @dataclass
 class Snapshot:
     """Everything the checks look at, read at ``taken_at`` (unix seconds).
@@ -142,6 +156,9 @@ class Snapshot:
     disk could not be listed; ``spans`` is None when no telemetry store could be read, and
     ``spans_unavailable`` says why. ``reservations_outside_window``: reservations of bookings created
     before ``since`` (their money may be in the snapshot, the bookings are not audited).
+    ``data_hits``: what the data scans found; ``guest_names``: how many of booking-service's guest names
+    they looked for (the names themselves are never kept), None when they were not available, and
+    ``guest_names_unavailable`` says why.
     """
 
     taken_at: float
@@ -159,4 +176,10 @@ class Snapshot:
     card_hits: list[CardHit] = field(default_factory=list)
     card_scanned: list[str] = field(default_factory=list)  # services whose stored data was scanned
     card_scan_skipped: dict[str, str] = field(default_factory=dict)  # service -> why not
+    data_hits: list[DataHit] = field(default_factory=list)
+    data_scanned: list[str] = field(default_factory=list)  # services whose stored data was scanned
+    data_scan_skipped: dict[str, str] = field(default_factory=dict)  # service -> why not
+    data_scan_truncated: list[str] = field(default_factory=list)  # services that found more than they listed
+    guest_names: int | None = None
+    guest_names_unavailable: str | None = None
     reservations_outside_window: set[str] = field(default_factory=set)

@@ -19,6 +19,8 @@ QUOTE_ID = r"^q_[0-9a-f]{24}$"
 # inventory ids come from the hotel's own systems: lowercase words and digits joined by hyphens
 PROPERTY_ID = r"^[a-z][a-z0-9-]{0,39}$"
 ROOM_ID = r"^[a-z][a-z0-9-]{0,59}$"
+# a kind of room (single, double, twin, family, suite, ...): a lowercase word, maybe with _ or -
+ROOM_TYPE = r"^[a-z][a-z_-]{0,39}$"
 CONFIRMATION_CODE = r"^BKL-[2-9A-HJKMNP-Z]{4}-[2-9A-HJKMNP-Z]{4}$"
 
 

@@ -20,6 +20,13 @@ from datetime import date
 from bookline.domain.errors import InvalidRequest, InvalidStay
 from bookline.domain.money import Money
 from bookline.domain.stay import StayDates
+from bookline.domain.terms import (
+    DEFAULT_FREE_CANCELLATION_HOURS,
+    DEFAULT_PENALTY_NIGHTS,
+    CancellationTerms,
+    TermsPolicy,
+    terms_of,
+)
 
 SUMMER_UPLIFT_BP = 2500
 HOLIDAYS_UPLIFT_BP = 3000
@@ -41,6 +48,13 @@ class RatePlan:
     extra_guest_minor: int
     base_occupancy: int
     tax_bp: int
+    time_zone: str = "UTC"  # the property's, for the cancellation deadline
+    free_cancellation_hours: int = DEFAULT_FREE_CANCELLATION_HOURS
+    penalty_nights: int = DEFAULT_PENALTY_NIGHTS
+
+    @property
+    def terms_policy(self) -> TermsPolicy:
+        return TermsPolicy(self.free_cancellation_hours, self.penalty_nights)
 
 
 @dataclass(frozen=True)
@@ -113,3 +127,15 @@ def price_stay(plan: RatePlan, stay: StayDates, guests: int) -> PricedStay:
     if plan.tax_bp:
         rules.add("tax")
     return PricedStay(nights, subtotal, taxes, subtotal + taxes, sorted(rules))
+
+
+def cancellation_terms(plan: RatePlan, stay: StayDates, priced: PricedStay) -> CancellationTerms:
+    """The terms a stay priced on ``plan`` is sold on."""
+    return terms_of(
+        plan.terms_policy,
+        check_in=stay.check_in,
+        time_zone=plan.time_zone,
+        night_amounts=[n.amount_minor for n in priced.nights],
+        tax_bp=plan.tax_bp,
+        currency=plan.currency,
+    )

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from bookline.load.customers import Customers, Mint
+from bookline.load.guests import guest_of
 from bookline.load.inventory import Inventory, Stay
 from bookline.load.options import Card, LoadOptions
 from bookline.load.stats import (
@@ -36,6 +37,12 @@ from bookline.load.stats import (
 
 CITY_SEARCH_SHARE = 0.2
 SOURCES = ("web", "mobile", "api")
+# how guests choose a room when Bookline chooses it: a share asks for a room type, the rest for any
+ROOM_TYPES = ("double", "twin", "family", "suite")  # each takes two guests; a single one more choice
+ROOM_TYPE_SHARE = 0.3
+# a share of the bookings first search, then book the cheapest room at its quote_id, as a guest
+# following the availability answer does
+QUOTED_SHARE = 0.3
 MAX_REMEMBERED = 2_000  # booking requests kept for duplicate submits
 
 
@@ -147,6 +154,8 @@ class Operations:
     async def book(self) -> str:
         card = self.rng.choices(self._cards, weights=self._card_weights)[0]
         user, body = self._booking_body()
+        if "room_id" not in body and self.rng.random() < QUOTED_SHARE:
+            await self._take_quote(body)
         token = await self._tokenize(card)
         if isinstance(token, str):
             return token
@@ -179,11 +188,27 @@ class Operations:
         return answer.outcome
 
     # helpers -------------------------------------------------------------------------------------
+    async def _take_quote(self, body: dict[str, Any]) -> None:
+        """Search first, and book the cheapest free room at the quote the answer gives (no room free,
+        or no answer: book as planned, and let booking-service say so)."""
+        params = {k: body[k] for k in ("property_id", "check_in", "check_out", "guests")}
+        if "room_type" in body:
+            params["room_type"] = body["room_type"]
+        try:
+            answer = await self._send("GET", f"{self.options.url}/availability", params=params)
+        except NoAnswer:
+            return
+        rooms = answer.body.get("rooms") if answer.status == 200 and isinstance(answer.body, dict) else None
+        if rooms and isinstance(rooms[0], dict) and rooms[0].get("quote_id"):
+            body["quote_id"] = rooms[0]["quote_id"]
+            body["room_id"] = rooms[0]["room_id"]
+            body.pop("room_type", None)
+
     def _booking_body(self) -> tuple[str, dict[str, Any]]:
         """The customer whose turn it is, and what they book."""
         inv = self.inventory
         user = self.customers.next()
-        body: dict[str, Any] = {"source": self.rng.choice(SOURCES)}
+        body: dict[str, Any] = {"source": self.rng.choice(SOURCES), "guest": guest_of(user)}
         if inv.hot_rooms and self.rng.random() < self.options.hot_share:
             room = self.rng.choice(inv.hot_rooms)
             assert inv.hot_stay is not None
@@ -192,6 +217,8 @@ class Operations:
         else:
             stay = inv.spread_stay(self.rng)
             body |= {"property_id": self.rng.choice(inv.property_ids), "guests": 1 if self.rng.random() < 0.7 else 2}
+            if self.rng.random() < ROOM_TYPE_SHARE:
+                body["room_type"] = self.rng.choice(ROOM_TYPES + (("single",) if body["guests"] == 1 else ()))
         return user, body | stay.params()
 
     async def _tokenize(self, card: Card) -> dict[str, str] | str:

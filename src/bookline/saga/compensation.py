@@ -29,8 +29,9 @@ async def find_authorization(deps: SagaDeps, booking: Any) -> dict | None:
     return await deps.gateway.find_by_idempotency_key(payment_key("auth", booking.reservation_id))
 
 
-async def return_money(deps: SagaDeps, booking: Any) -> str:
-    """Void an open authorization or refund a capture; returns what was done."""
+async def return_money(deps: SagaDeps, booking: Any, *, amount_minor: int | None = None) -> str:
+    """Void an open authorization or refund a capture (all of it, or ``amount_minor`` of it: what a
+    cancellation under the booking's terms gives back); returns what was done."""
     auth = await find_authorization(deps, booking)
     status = auth["status"] if auth else "none"
     refundable = status in ("captured", "partially_refunded")
@@ -42,13 +43,22 @@ async def return_money(deps: SagaDeps, booking: Any) -> str:
             span.set_attribute("booking.rollback.nothing_to_undo", True)
             return "nothing_to_undo"
         span.set_attribute("payment.transaction_id", auth["id"])
+        if refundable:
+            owed = auth["captured_minor"] - auth["refunded_minor"] if amount_minor is None else amount_minor
+            span.set_attribute("payment.refund_minor", owed)
+            if owed == 0 or status == "refunded":
+                span.set_attribute("payment.status", status)
+                return "nothing_to_refund"
         try:
             if refundable:
+                # the same key (and amount) on a retry: the gateway refunds once
                 result = await deps.gateway.refund(
-                    auth["id"], idempotency_key=payment_key("refund", booking.reservation_id)
+                    auth["id"], idempotency_key=payment_key("refund", booking.reservation_id), amount_minor=amount_minor
                 )
             else:
-                result = await deps.gateway.void(auth["id"], idempotency_key=payment_key("void", booking.reservation_id))
+                result = await deps.gateway.void(
+                    auth["id"], idempotency_key=payment_key("void", booking.reservation_id)
+                )
         except BooklineError as exc:
             span.set_status(Status(StatusCode.ERROR, exc.message))
             raise

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -30,6 +31,8 @@ from bookline.domain.errors import (
     PaymentDeclined,
     Unavailable,
 )
+from bookline.domain.money import Money
+from bookline.domain.terms import CancellationTerms
 from bookline.faults import fire, strikes
 from bookline.saga import steps
 from bookline.saga.compensation import return_money, rollback
@@ -135,8 +138,9 @@ class Orchestrator:
             free_rooms = await self._validated_rooms(req, span)
             room_id, quote, early = None, None, None
             try:
-                room_id = steps.choose_room(req, free_rooms, self.rng.choice)
-                quote = await steps.price_quote(deps, req, room_id)
+                quote = await steps.price_quote(deps, req, free_rooms)
+                room_id = quote["room_id"]
+                span.set_attribute("booking.room_id", room_id)
             except BooklineError as exc:
                 early = exc
             row = self._booking_row(req, span, room_id, quote)
@@ -182,6 +186,11 @@ class Orchestrator:
         ctx = span.get_span_context()
         return {
             "room_id": room_id,
+            "room_type": quote.get("room_type") if quote else None,
+            "terms": json.dumps(quote["cancellation"]) if quote and quote.get("cancellation") else None,
+            "guest_name": req.guest.name,
+            "guest_email": req.guest.email,
+            "guest_phone": req.guest.phone,
             "quote_id": quote["quote_id"] if quote else None,
             "total_minor": quote["total_minor"] if quote else None,
             "currency": quote["currency"] if quote else None,
@@ -226,8 +235,11 @@ class Orchestrator:
             "confirmation_code": code,
             "status": BookingStatus.CONFIRMED.value,
             "room_id": room_id,
+            "room_type": quote.get("room_type"),
             "total_minor": quote["total_minor"],
             "currency": quote["currency"],
+            "quote_id": quote["quote_id"],
+            "cancellation": quote.get("cancellation"),
             "trace_id": current_trace_id(),
         }
         response = StoredResponse(201, body)
@@ -286,16 +298,23 @@ class Orchestrator:
                 return await self.view(booking_id)
             if booking.status != BookingStatus.CONFIRMED.value:
                 raise Conflict("not_cancellable", f"a {booking.status} booking cannot be cancelled")
-            await deps.store.record(booking_id, {"cancel": "started"})
-            await self.finish_cancel(booking)
+            # the terms the stay was sold on decide, once, what the cancellation refunds and keeps
+            refund, penalty = cancellation_amounts(booking, datetime.now(UTC))
+            span.set_attribute("payment.refund_minor", refund)
+            span.set_attribute("booking.cancellation_penalty_minor", penalty)
+            await deps.store.record(
+                booking_id, {"cancel": "started"}, refund_minor=refund, cancellation_penalty_minor=penalty
+            )
+            await self.finish_cancel(await deps.store.get(booking_id))
             return await self.view(booking_id)
 
     async def finish_cancel(self, booking: Any) -> None:
         """The idempotent part of a cancellation, also run by recovery."""
         deps = self.deps
+        refund, penalty = stored_cancellation_amounts(booking)
         with step_span(deps.tracer, "booking.restore_inventory") as span:
             span.set_attribute("booking.reservation_id", booking.reservation_id)
-            await deps.confirmation.cancel(booking.reservation_id)
+            await deps.confirmation.cancel(booking.reservation_id, refund_minor=refund, penalty_minor=penalty)
             # only booking-service may give booked nights back, and only once the booking is cancelled
             await deps.availability.restore_inventory(booking.reservation_id)
         await deps.store.finish(
@@ -306,7 +325,7 @@ class Orchestrator:
             steps={"cancel": "done", "refund": "started"},
         )
         try:
-            await return_money(deps, booking)
+            await return_money(deps, booking, amount_minor=refund)
         except BooklineError as exc:
             log.warning("refund of %s failed, recovery will retry: %s", booking.booking_id, exc.message)
             return
@@ -318,16 +337,35 @@ class Orchestrator:
         return booking_view(row, step_status)
 
 
+def cancellation_amounts(booking: Any, cancelled_at: datetime) -> tuple[int, int]:
+    """(refund, penalty) in minor units of cancelling ``booking`` at ``cancelled_at``, under its terms
+    (a booking sold before terms existed cancels for free)."""
+    paid = Money(booking.total_minor or 0, booking.currency or "XXX")
+    if not booking.terms:
+        return paid.minor, 0
+    refund, penalty = CancellationTerms.from_dict(json.loads(booking.terms)).refund_of(paid, cancelled_at)
+    return refund.minor, penalty.minor
+
+
+def stored_cancellation_amounts(booking: Any) -> tuple[int, int]:
+    """What the cancellation decided; a cancellation recorded before amounts were kept refunds all."""
+    if booking.refund_minor is None:
+        return booking.total_minor or 0, 0
+    return booking.refund_minor, booking.cancellation_penalty_minor or 0
+
+
 def _stay(row: Any) -> dict:
     """What was booked: the room, the nights, the guests and the price."""
     return {
         "property_id": row.property_id,
         "room_id": row.room_id,
+        "room_type": row.room_type,
         "check_in": row.check_in.isoformat(),
         "check_out": row.check_out.isoformat(),
         "guests": row.guests,
         "total_minor": row.total_minor,
         "currency": row.currency,
+        "cancellation": json.loads(row.terms) if row.terms else None,
     }
 
 
@@ -368,7 +406,10 @@ def booking_view(row: Any, step_status: dict[str, str]) -> dict:
         "confirmation_code": row.confirmation_code,
         "user_id": row.user_id,
         "source": row.source,
+        "guest": {"name": row.guest_name, "email": row.guest_email, "phone": row.guest_phone},
         **_stay(row),
+        "refund_minor": row.refund_minor,
+        "cancellation_penalty_minor": row.cancellation_penalty_minor,
         "payment": {
             "method": row.payment_method,
             "card_last_four": row.card_last_four,

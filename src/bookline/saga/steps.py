@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -19,6 +18,7 @@ from bookline.domain.errors import (
     PaymentDeclined,
     Unavailable,
 )
+from bookline.domain.guest import Guest
 from bookline.domain.stay import StayDates
 from bookline.faults import fire
 from bookline.saga.deps import SagaDeps, payment_key
@@ -38,6 +38,9 @@ class BookingRequest:
     payment_method: str
     payment_token: str
     card_last_four: str
+    guest: Guest
+    room_type: str | None = None
+    quote_id: str | None = None
 
 
 class PaymentOutcomeUnknown(DependencyTimeout):
@@ -60,14 +63,16 @@ async def check_availability(deps: SagaDeps, req: BookingRequest) -> list[dict]:
                 check_out=req.stay.check_out,
                 guests=req.guests,
                 room_id=req.room_id,
+                room_type=req.room_type,
             )
         except DependencyFailed as exc:
             span.set_status(Status(StatusCode.ERROR, exc.message))
             raise
         if req.guests > result["max_capacity"]:
+            which = "" if req.room_id is not None else f"{req.room_type} " if req.room_type else "of this property "
             raise InvalidRequest(
                 "guests_exceed_capacity",
-                f"no room {'of this property ' if req.room_id is None else ''}takes {req.guests} guests",
+                f"no room {which}takes {req.guests} guests",
                 max_capacity=result["max_capacity"],
             )
         span.set_attribute("booking.available_count", len(result["rooms"]))
@@ -75,30 +80,36 @@ async def check_availability(deps: SagaDeps, req: BookingRequest) -> list[dict]:
         return result["rooms"]
 
 
-def choose_room(req: BookingRequest, free_rooms: list[dict], pick: Any) -> str:
+async def price_quote(deps: SagaDeps, req: BookingRequest, free_rooms: list[dict]) -> dict:
+    """The quote the booking is charged: the guest's own quote, honoured (409 ``price_changed`` or
+    ``quote_expired`` when it no longer holds), or a new one for the room asked for or else the cheapest
+    free room that fits (equal prices: one at random, to spread guests over them)."""
     if not free_rooms:
         raise Unavailable("unavailable", "no room is free for these dates")
-    if req.room_id is not None:
-        return req.room_id
-    # spread concurrent guests over the free rooms instead of all racing for the first one
-    return pick([r["room_id"] for r in free_rooms])
-
-
-async def price_quote(deps: SagaDeps, req: BookingRequest, room_id: str) -> dict:
+    free = {r["room_id"]: r for r in free_rooms}
     with step_span(deps.tracer, "booking.price_quote") as span:
-        span.set_attribute("booking.room_id", room_id)
         span.set_attribute("booking.nights", req.stay.nights)
+        span.set_attribute("pricing.quote_reused", req.quote_id is not None)
+        stay = {"property_id": req.property_id, "check_in": req.stay.check_in, "check_out": req.stay.check_out,
+                "guests": req.guests}  # fmt: skip
         try:
-            quote = await deps.pricing.create_quote(
-                property_id=req.property_id,
-                room_id=room_id,
-                check_in=req.stay.check_in,
-                check_out=req.stay.check_out,
-                guests=req.guests,
-            )
+            if req.quote_id is not None:
+                quote = await deps.pricing.honour_quote(req.quote_id, room_id=req.room_id, **stay)
+                if quote["room_id"] not in free:
+                    raise Unavailable("unavailable", "the quoted room is no longer free for these dates")
+            else:
+                rooms = [req.room_id] if req.room_id is not None else list(free)
+                quote = await deps.pricing.create_quote(room_ids=rooms, **stay)
         except BooklineError as exc:
+            if exc.code in ("price_changed", "quote_expired"):
+                span.add_event(exc.code, {"pricing.quote_id": req.quote_id or ""})
             span.set_status(Status(StatusCode.ERROR, exc.message))
             raise
+        room = free.get(quote["room_id"], {})
+        quote["room_type"] = room.get("room_type")
+        span.set_attribute("booking.room_id", quote["room_id"])
+        if quote["room_type"]:
+            span.set_attribute("booking.room_type", quote["room_type"])
         span.set_attribute("pricing.quote_id", quote["quote_id"])
         span.set_attribute("pricing.total_minor", quote["total_minor"])
         span.set_attribute("pricing.currency", quote["currency"])
@@ -229,6 +240,9 @@ async def confirm(deps: SagaDeps, req: BookingRequest, *, room_id: str, auth: di
                 total_minor=quote["total_minor"],
                 currency=quote["currency"],
                 payment_transaction_id=auth["id"],
+                room_type=quote.get("room_type"),
+                guest=req.guest.as_dict(),
+                details=stay_details(quote),
             )
         except BooklineError as exc:
             if exc.code == "hold_expired":
@@ -238,6 +252,15 @@ async def confirm(deps: SagaDeps, req: BookingRequest, *, room_id: str, auth: di
             raise
         span.set_attribute("booking.confirmation_code", confirmation["confirmation_code"])
         return confirmation
+
+
+def stay_details(quote: dict) -> dict:
+    """What the guest's e-mail shows of the price: each night, the taxes, the cancellation terms."""
+    return {
+        "nights": [{"night": str(n["night"]), "amount_minor": n["amount_minor"]} for n in quote["nights"]],
+        "taxes_minor": quote["taxes_minor"],
+        "cancellation": quote.get("cancellation"),
+    }
 
 
 async def capture(deps: SagaDeps, *, reservation_id: str, auth_id: str, amount_minor: int) -> dict:

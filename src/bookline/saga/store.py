@@ -54,6 +54,7 @@ STORE_BOOKING_KEY_RESPONSE = (
 
 INSERT_BOOKING = insert(bookings)
 SELECT_BOOKING = select(bookings).where(bookings.c.booking_id == bindparam("booking_id"))
+SELECT_BOOKING_BY_CODE = select(bookings).where(bookings.c.confirmation_code == bindparam("code"))
 SELECT_BOOKING_STATUS = select(bookings.c.status).where(bookings.c.booking_id == bindparam("booking_id"))
 # no SET clause of its own: it sets the columns named in the parameters, besides ``booking``
 UPDATE_BOOKING = update(bookings).where(bookings.c.booking_id == bindparam("booking"))
@@ -203,6 +204,10 @@ class SagaStore:
             )
 
     # bookings and steps ----------------------------------------------------------------------
+    async def find_by_code(self, confirmation_code: str) -> Row | None:
+        async with self.db.read() as conn:
+            return (await conn.execute(SELECT_BOOKING_BY_CODE, {"code": confirmation_code})).first()
+
     async def get(self, booking_id: str) -> Row:
         async with self.db.read() as conn:
             row = (await conn.execute(SELECT_BOOKING, {"booking_id": booking_id})).first()
@@ -210,9 +215,7 @@ class SagaStore:
             raise NotFound("booking_not_found", f"no booking {booking_id}")
         return row
 
-    async def bookings_of(
-        self, user_id: str, *, limit: int, after: tuple[float, str] | None = None
-    ) -> list[Row]:
+    async def bookings_of(self, user_id: str, *, limit: int, after: tuple[float, str] | None = None) -> list[Row]:
         """A customer's bookings, newest first; ``after`` is the (created_at, booking_id) of the last
         one of the previous page."""
         params: dict[str, Any] = {"user_id": user_id, "limit": limit}

@@ -32,15 +32,11 @@ class Delivery:
 
 
 class MessageQueue(Protocol):
-    async def publish(
-        self, topic: str, body: dict[str, Any], *, headers: dict[str, str], message_id: str
-    ) -> None:
+    async def publish(self, topic: str, body: dict[str, Any], *, headers: dict[str, str], message_id: str) -> None:
         """Store a message; publishing the same ``message_id`` again stores nothing new."""
         ...
 
-    async def receive(
-        self, topics: list[str], *, consumer: str, max_messages: int = 10
-    ) -> list[Delivery]:
+    async def receive(self, topics: list[str], *, consumer: str, max_messages: int = 10) -> list[Delivery]:
         """Claim up to ``max_messages`` visible messages of ``topics`` for the consumer group.
 
         Returns at once (possibly an empty list): the caller polls.

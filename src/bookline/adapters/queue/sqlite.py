@@ -116,9 +116,7 @@ class SqliteQueue:
 
     # -- the port -----------------------------------------------------------------------------
 
-    async def publish(
-        self, topic: str, body: dict[str, Any], *, headers: dict[str, str], message_id: str
-    ) -> None:
+    async def publish(self, topic: str, body: dict[str, Any], *, headers: dict[str, str], message_id: str) -> None:
         body_json = json.dumps(body, separators=(",", ":"))
         headers_json = json.dumps(dict(headers), separators=(",", ":"))
 
@@ -132,9 +130,7 @@ class SqliteQueue:
 
         await self._run(run)
 
-    async def receive(
-        self, topics: list[str], *, consumer: str, max_messages: int = 10
-    ) -> list[Delivery]:
+    async def receive(self, topics: list[str], *, consumer: str, max_messages: int = 10) -> list[Delivery]:
         if not topics or max_messages <= 0:
             return []
         topics = sorted(set(topics))
@@ -291,8 +287,7 @@ class SqliteQueue:
         attempts = {message_id: (attempt, seq) for message_id, attempt, seq in rows}
         id_marks = ",".join("?" * len(attempts))
         messages = conn.execute(
-            "SELECT message_id, topic, body, headers, published_at FROM messages"
-            f" WHERE message_id IN ({id_marks})",
+            f"SELECT message_id, topic, body, headers, published_at FROM messages WHERE message_id IN ({id_marks})",
             tuple(attempts),
         ).fetchall()
         deliveries = [

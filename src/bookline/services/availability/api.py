@@ -136,7 +136,9 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     ) -> dict:
         return {"properties": await handlers.list_properties(db=db, city=city, limit=limit, offset=offset)}
 
-    @app.get("/properties/{property_id}", dependencies=booking_only, responses=ERRORS)
+    # notification-service reads a property's name, address, time zone and rooms for the e-mail
+    @app.get("/properties/{property_id}", responses=ERRORS,
+             dependencies=[Depends(auth.services("booking-service", "notification-service"))])  # fmt: skip
     async def get_property(property_id: PropertyIdPath) -> dict:
         return await handlers.get_property(db=db, property_id=property_id)
 
@@ -147,6 +149,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         check_out: Annotated[StrictDate, Query()],
         guests: Annotated[int, Query(ge=1, le=50)],
         room_id: Annotated[str | None, Query(pattern=ids.ROOM_ID, max_length=60), NoCard] = None,
+        room_type: Annotated[str | None, Query(pattern=ids.ROOM_TYPE, max_length=40)] = None,
     ) -> dict:
         with tracer.start_as_current_span("availability.search") as span:
             span.set_attribute("booking.property_id", property_id)
@@ -156,7 +159,12 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
                 fire(span, "availability.delay_ms")
                 await asyncio.sleep(delay_ms / 1000)
             return await handlers.search(
-                db=db, property_id=property_id, stay=_stay(check_in, check_out), guests=guests, room_id=room_id
+                db=db,
+                property_id=property_id,
+                stay=_stay(check_in, check_out),
+                guests=guests,
+                room_id=room_id,
+                room_type=room_type,
             )
 
     @app.post("/holds", status_code=201, dependencies=booking_only, responses=ERRORS)

@@ -20,7 +20,14 @@ class AvailabilityClient(ServiceClient):
         return await self.call("GET", f"/properties/{property_id}", retries=2)
 
     async def search(
-        self, *, property_id: str, check_in: date, check_out: date, guests: int, room_id: str | None = None
+        self,
+        *,
+        property_id: str,
+        check_in: date,
+        check_out: date,
+        guests: int,
+        room_id: str | None = None,
+        room_type: str | None = None,
     ) -> dict:
         params: dict = {
             "property_id": property_id,
@@ -30,6 +37,8 @@ class AvailabilityClient(ServiceClient):
         }
         if room_id:
             params["room_id"] = room_id
+        if room_type:
+            params["room_type"] = room_type
         return await self.call("GET", "/availability", params=params, retries=2)
 
     async def place_hold(

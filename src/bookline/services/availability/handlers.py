@@ -62,9 +62,18 @@ async def get_property(*, db: Database, property_id: str) -> dict:
         return {**row._mapping, "rooms": [dict(r._mapping) for r in room_rows]}
 
 
-async def search(*, db: Database, property_id: str, stay: StayDates, guests: int, room_id: str | None = None) -> dict:
-    """The rooms of a property (or the one room asked for) that fit the guests and have no live claim
-    on any night of the stay. ``max_capacity`` tells a caller whether the guests fit any room at all."""
+async def search(
+    *,
+    db: Database,
+    property_id: str,
+    stay: StayDates,
+    guests: int,
+    room_id: str | None = None,
+    room_type: str | None = None,
+) -> dict:
+    """The rooms of a property (or the one room, or the rooms of the type, asked for) that fit the
+    guests and have no live claim on any night of the stay. ``max_capacity`` tells a caller whether the
+    guests fit any of those rooms at all."""
     span = trace.get_current_span()
     now = _now()
     async with db.read() as conn:
@@ -87,6 +96,13 @@ async def search(*, db: Database, property_id: str, stay: StayDates, guests: int
         if not all_rooms:
             raise NotFound("room_not_found", f"no room {room_id} in property {property_id}")
         free = [r for r in free if r["room_id"] == room_id]
+    if room_type is not None:
+        all_rooms = [r for r in all_rooms if r.room_type == room_type]
+        if not all_rooms:
+            raise NotFound(
+                "room_type_not_found", f"property {property_id} has no {room_type} room", room_type=room_type
+            )
+        free = [r for r in free if r["room_type"] == room_type]
     span.set_attribute("availability.rooms_scanned", len(all_rooms))
     span.set_attribute("booking.available_count", len(free))
     return {

@@ -22,6 +22,8 @@ properties = Table(
     Column("country", String(2), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("stars", Integer, nullable=False),
+    Column("address", String(300), nullable=False, server_default=""),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),  # IANA, e.g. Europe/Lisbon
 )
 
 rooms = Table(

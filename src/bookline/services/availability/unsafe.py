@@ -11,9 +11,7 @@ from bookline.adapters.db import Database
 async def drop_room_night_key(db: Database) -> None:
     async with db.write() as conn:
         if not db.is_sqlite:
-            await conn.execute(
-                text("ALTER TABLE room_night_claims DROP CONSTRAINT IF EXISTS pk_room_night_claims")
-            )
+            await conn.execute(text("ALTER TABLE room_night_claims DROP CONSTRAINT IF EXISTS pk_room_night_claims"))
             return
         # SQLite cannot drop a primary key: rebuild the table without it
         await conn.execute(text("DROP TABLE IF EXISTS room_night_claims_unguarded"))

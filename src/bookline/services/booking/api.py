@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bookline.adapters.migrations import script_location
 from bookline.auth.customers import Customer
@@ -18,6 +19,7 @@ from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.domain import ids
 from bookline.domain.errors import BooklineError, InvalidRequest, NotFound
+from bookline.domain.guest import same_email
 from bookline.domain.stay import StayDates
 from bookline.faults import FaultFile
 from bookline.redaction import looks_like_card_number
@@ -31,7 +33,7 @@ from bookline.saga.store import SagaStore
 from bookline.services import booking
 from bookline.services.availability.client import AvailabilityClient
 from bookline.services.booking.admin import add_admin_routes
-from bookline.services.booking.schemas import BookingCreate, BookingCreated, BookingList
+from bookline.services.booking.schemas import BookingCreate, BookingCreated, BookingList, BookingLookup
 from bookline.services.common.app import create_service_app, documented, service_database
 from bookline.services.common.auth import Auth, client_address
 from bookline.services.common.fields import BookingIdPath, NoCard, PropertyIdPath, StrictDate
@@ -147,11 +149,18 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         check_in: Annotated[StrictDate, Query()],
         check_out: Annotated[StrictDate, Query()],
         guests: Annotated[int, Query(ge=1, le=20)],
+        room_type: Annotated[str | None, Query(pattern=ids.ROOM_TYPE, max_length=40)] = None,
     ) -> dict:
-        """The free rooms of a property for a stay, each with its nightly prices and total."""
+        """The free rooms of a property for a stay, cheapest first, each with its nightly prices, total,
+        cancellation terms and a ``quote_id``: a booking that sends it is charged exactly that total
+        (within ``quote_ttl_seconds``)."""
         stay = _stay(check_in, check_out, settings)
         found = await deps.availability.search(
-            property_id=property_id, check_in=stay.check_in, check_out=stay.check_out, guests=guests
+            property_id=property_id,
+            check_in=stay.check_in,
+            check_out=stay.check_out,
+            guests=guests,
+            room_type=room_type,
         )
         rooms = found["rooms"]
         prices = {}
@@ -162,14 +171,18 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
                 check_in=stay.check_in,
                 check_out=stay.check_out,
                 guests=guests,
+                issue_quotes=True,
             )
             prices = {p["room_id"]: p for p in priced}
+        offers = [{**room, **prices[room["room_id"]]} for room in rooms if room["room_id"] in prices]
+        offers.sort(key=lambda offer: (offer["total_minor"], offer["room_id"]))
         return {
             "property_id": property_id,
             "check_in": stay.check_in.isoformat(),
             "check_out": stay.check_out.isoformat(),
             "guests": guests,
-            "rooms": [{**room, **prices[room["room_id"]]} for room in rooms if room["room_id"] in prices],
+            "quote_ttl_seconds": settings.quote_ttl_seconds,
+            "rooms": offers,
         }
 
     @app.post("/bookings", status_code=201, response_model=BookingCreated, responses=ERRORS, tags=["bookings"])
@@ -199,6 +212,9 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             payment_method=body.payment.method,
             payment_token=body.payment.token,
             card_last_four=body.payment.card_last_four,
+            guest=body.guest.to_domain(),
+            room_type=body.room_type,
+            quote_id=body.quote_id,
         )
         # a key is the customer's own: the same key from another customer is another request. The key
         # is the client's free text (it could even hold a card number): keep only a digest
@@ -220,6 +236,21 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         views = [with_trace_url(booking_summary(row)) for row in page]
         following = _cursor(page[-1].created_at, page[-1].booking_id) if len(rows) > limit else None
         return {"bookings": views, "next": following}
+
+    @app.post("/bookings/lookup", responses=documented(404, 429), tags=["bookings"])
+    async def lookup_booking(body: BookingLookup, request: Request) -> dict:
+        """A booking found by its confirmation code and the guest's e-mail address, for a guest
+        without an account. Any mismatch answers the same 404, never saying which field was wrong."""
+        await auth.limits.hit("lookups_per_address", client_address(request))
+        row = await deps.store.find_by_code(body.confirmation_code)
+        if row is None or not row.guest_email or not same_email(row.guest_email, body.email):
+            raise NotFound("booking_not_found", "no booking has this confirmation code and e-mail address")
+        return with_trace_url(await orchestrator.view(row.booking_id))
+
+    @app.api_route("/bookings/lookup", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def lookup_is_a_post() -> None:
+        # without it GET /bookings/lookup would be GET /bookings/{booking_id} of a malformed id (422)
+        raise StarletteHTTPException(405)
 
     @app.get("/bookings/{booking_id}", responses=READ_ERRORS, tags=["bookings"])
     async def get_booking(booking_id: BookingIdPath, customer: Customer = as_customer) -> dict:

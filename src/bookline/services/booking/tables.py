@@ -24,6 +24,7 @@ bookings = Table(
     Column("source", String(16), nullable=False),
     Column("property_id", String(40), nullable=False),
     Column("room_id", String(60), nullable=True),
+    Column("room_type", String(40), nullable=True),
     Column("check_in", Date, nullable=False),
     Column("check_out", Date, nullable=False),
     Column("guests", Integer, nullable=False),
@@ -38,10 +39,19 @@ bookings = Table(
     Column("payment_transaction_id", String(64), nullable=True),
     Column("confirmation_code", String(20), nullable=True),
     Column("trace_parent", String(64), nullable=True),  # W3C traceparent of booking.create
+    # the guest: personal data, kept here and at confirmation-service only (never in telemetry)
+    Column("guest_name", String(100), nullable=True),
+    Column("guest_email", String(254), nullable=True),
+    Column("guest_phone", String(16), nullable=True),
+    Column("terms", Text, nullable=True),  # JSON: the cancellation terms the stay was sold on
+    Column("cancellation_penalty_minor", Integer, nullable=True),  # kept when cancelled late
+    Column("refund_minor", Integer, nullable=True),  # what the cancellation refunds
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     # GET /bookings: a customer's bookings, newest first
     Index("ix_bookings_user_created", "user_id", "created_at", "booking_id"),
+    # POST /bookings/lookup: a guest without an account finds a booking by its code
+    Index("ix_bookings_confirmation_code", "confirmation_code"),
 )
 
 # The durable saga log: a step is recorded as started before it runs, so its compensation is

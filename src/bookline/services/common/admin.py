@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
@@ -33,7 +34,7 @@ from bookline.admin_token import resolve_admin_token
 from bookline.config import Settings
 from bookline.domain.errors import BooklineError
 from bookline.services.common.app import error_response
-from bookline.services.common.card_scan import scan_tables
+from bookline.services.common.card_scan import DataScan, GuestNames, check_allowed, scan_tables
 
 DEFAULT_PAGE_ROWS = 5000
 MAX_PAGE_ROWS = 20000
@@ -49,6 +50,14 @@ class AdminDisabled(BooklineError):
 
 class InvalidCursor(BooklineError):
     status, code = 400, "invalid_cursor"
+
+
+class InvalidScanRequest(BooklineError):
+    status, code = 422, "validation_error"
+
+
+class MalformedScanRequest(BooklineError):
+    status, code = 400, "malformed_json"
 
 
 # the query parameters every list endpoint takes
@@ -87,16 +96,83 @@ def admin_router(settings: Settings) -> APIRouter:
     return APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depends(require_admin)])
 
 
-def database_admin_router(settings: Settings, db: Database, metadata: MetaData, owner: str) -> APIRouter:
-    """``admin_router`` with the card scan of a service's own database, ``GET /admin/card-scan``:
-    where ``owner``'s tables hold something that is a card number (never the value)."""
+# ---- the data scan's request ------------------------------------------------------------------------
+
+MAX_SCAN_NAMES = 10_000
+MAX_SCAN_NAME_CHARS = 200
+_SCAN_BODY = f'{{"since": unix time or null, "names": [at most {MAX_SCAN_NAMES} strings of at most {MAX_SCAN_NAME_CHARS} characters]}}'
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """``POST /admin/data-scan``'s body: rows written since when, and the guests' names to look for."""
+
+    since: float | None
+    names: GuestNames
+
+
+async def scan_request(request: Request) -> ScanRequest:
+    """The body of a data scan, read and checked here rather than by a model: the names are personal
+    data, and no answer, log line or span may echo one. A body that is not what is expected answers a
+    fixed message (which field, never its value), whatever it held."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedScanRequest(message="the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidScanRequest(message=f"the body must be a JSON object: {_SCAN_BODY}")
+    since = body.get("since")
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, (int, float)) or not math.isfinite(since) or since < 0
+    ):
+        raise InvalidScanRequest(message="since: a unix time (a number, at least 0) or null")
+    names = body.get("names", [])
+    if names is None:
+        names = []
+    if (
+        not isinstance(names, list)
+        or len(names) > MAX_SCAN_NAMES
+        or not all(isinstance(n, str) and len(n) <= MAX_SCAN_NAME_CHARS for n in names)
+    ):
+        raise InvalidScanRequest(
+            message=f"names: a list of at most {MAX_SCAN_NAMES} strings of at most {MAX_SCAN_NAME_CHARS} characters"
+        )
+    return ScanRequest(float(since) if since is not None else None, GuestNames(names))
+
+
+ScanBody = Annotated[ScanRequest, Depends(scan_request)]
+
+
+def database_admin_router(
+    settings: Settings, db: Database, metadata: MetaData, owner: str, *, allowed: Iterable[tuple[str, str]] = ()
+) -> APIRouter:
+    """``admin_router`` with the scans of a service's own database, both never returning a value:
+
+    - ``GET /admin/card-scan``: where ``owner``'s tables hold something that is a card number;
+    - ``POST /admin/data-scan``: where they hold personal data (a card number, an e-mail address, a
+      phone number, or one of the guests' names the request gives), but in the ``allowed`` columns,
+      (table, column), where ``owner`` may keep them (``card_scan.GUEST_COLUMNS`` for the two services
+      that keep the guest's details, nothing for the others).
+    """
     router = admin_router(settings)
+    allowed = check_allowed(metadata, allowed)
 
     async def card_scan(since: Since = None) -> dict[str, Any]:
         return (await scan_tables(db, metadata.sorted_tables, since=since)).body()
 
     card_scan.__doc__ = f"Where {owner}'s database holds something that is a card number (never the value)."
     router.add_api_route("/card-scan", card_scan, methods=["GET"])
+
+    async def data_scan(body: ScanBody) -> dict[str, Any]:
+        scan = DataScan(names=body.names, allowed=allowed)
+        return (await scan_tables(db, metadata.sorted_tables, scan, since=body.since)).body()
+
+    data_scan.__doc__ = (
+        f"Where {owner}'s database holds a card number, an e-mail address, a phone number or one of the "
+        "given guests' names (never the value), outside the columns where it may keep them."
+    )
+    router.add_api_route("/data-scan", data_scan, methods=["POST"])
     return router
 
 

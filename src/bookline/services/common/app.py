@@ -64,11 +64,24 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _allowed_methods(request: Request) -> str:
     """The methods of every route of the request's path (Starlette's own 405 names only the first
     route's, and GET and POST /bookings are two routes)."""
+    matching = [
+        r
+        for r in request.app.router.routes
+        # a route left out of the API document only stands guard (it answers 405 itself)
+        if getattr(r, "include_in_schema", True) and r.matches(request.scope)[0] is not Match.NONE
+    ]
+    # a literal segment names its own resource: /bookings/lookup is not a booking id for GET /bookings/{id}
+    most_literal = max((_literal_segments(r) for r in matching), default=0)
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if route.matches(request.scope)[0] is not Match.NONE:
+    for route in matching:
+        if _literal_segments(route) == most_literal:
             methods |= getattr(route, "methods", None) or set()
     return ", ".join(sorted(methods))
+
+
+def _literal_segments(route: Any) -> int:
+    path = getattr(route, "path", "")
+    return sum(1 for segment in path.split("/") if segment and not segment.startswith("{"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -9,9 +9,9 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from bookline.domain import ids
+from bookline.domain import guest, ids
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -38,9 +38,37 @@ CardToken = _id(ids.CARD_TOKEN, 28)
 QuoteId = _id(ids.QUOTE_ID, 26)
 PropertyId = _id(ids.PROPERTY_ID, 40)
 RoomId = _id(ids.ROOM_ID, 60)
+RoomType = Annotated[str, StringConstraints(pattern=ids.ROOM_TYPE, max_length=40)]
 Guests = Annotated[int, Field(strict=True, ge=1, le=20)]
 MinorAmount = Annotated[int, Field(strict=True, ge=0, le=10**12)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+# a guest's personal data: checked by functions whose refusals never repeat the value
+# what JSON Schema can say of them is in the schema; the rest (the RFC's e-mail syntax, no control
+# character of any script, no card number) the validators check
+GuestName = Annotated[
+    str,
+    Field(min_length=1, max_length=guest.MAX_NAME_LENGTH, pattern=r"^[^@]*\S[^@]*$"),
+    AfterValidator(guest.guest_name),
+]
+GuestEmail = Annotated[
+    str,
+    Field(max_length=guest.MAX_EMAIL_LENGTH, json_schema_extra={"format": "email"}),
+    AfterValidator(guest.guest_email),
+]
+GuestPhone = Annotated[str, Field(max_length=16, pattern=guest.PHONE), AfterValidator(guest.guest_phone)]
+
+
+class GuestIn(BaseModel):
+    """The guest a stay is booked for (personal data: stored by booking- and confirmation-service only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: GuestName
+    email: GuestEmail
+    phone: GuestPhone | None = Field(default=None, description="E.164, e.g. +351912345678")
+
+    def to_domain(self) -> guest.Guest:
+        return guest.Guest(self.name, self.email, self.phone)
 
 
 def path_id(pattern: str, max_length: int, description: str) -> Any:

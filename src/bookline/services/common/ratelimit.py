@@ -18,7 +18,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from bookline.config import Settings
 from bookline.domain.errors import RateLimited
 
-RULES = ("bookings_per_customer", "bookings_per_address", "failed_auth_per_address")
+RULES = ("bookings_per_customer", "bookings_per_address", "failed_auth_per_address", "lookups_per_address")
 
 
 def _storage(settings: Settings) -> Storage:

@@ -6,7 +6,7 @@ import logging
 from typing import Annotated
 
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from bookline.adapters.migrations import script_location
 from bookline.adapters.queue.sqlite import SqliteQueue
@@ -22,12 +22,14 @@ from bookline.services.common.fields import (
     AuthorizationId,
     BookingId,
     Currency,
+    GuestIn,
     MinorAmount,
     NoCard,
     PropertyId,
     ReservationId,
     ReservationIdPath,
     RoomId,
+    RoomType,
     StrictDate,
 )
 from bookline.services.common.outbox import OutboxRelay
@@ -45,6 +47,41 @@ log = logging.getLogger(__name__)
 ERRORS = documented(401, 403, 404, 409, 429, 502, 503, 504)
 
 
+class NightIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    night: StrictDate
+    amount_minor: MinorAmount
+
+
+class TermsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    free_cancellation_hours: Annotated[int, Field(strict=True, ge=0, le=24 * 366)]
+    free_cancellation_until: AwareDatetime
+    free_cancellation_until_local: AwareDatetime | None = None
+    time_zone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")]
+    penalty_minor: MinorAmount
+    currency: Currency
+
+
+class StayDetails(BaseModel):
+    """What the guest's e-mail shows of the price."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nights: list[NightIn] = Field(max_length=400)
+    taxes_minor: MinorAmount
+    cancellation: TermsIn | None = None
+
+
+class CancellationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refund_minor: MinorAmount | None = None
+    cancellation_penalty_minor: MinorAmount | None = None
+
+
 class ConfirmationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +95,9 @@ class ConfirmationCreate(BaseModel):
     total_minor: MinorAmount
     currency: Currency
     payment_transaction_id: AuthorizationId
+    room_type: RoomType | None = None
+    guest: GuestIn
+    details: StayDetails | None = None
 
 
 def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
@@ -114,19 +154,36 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     @app.post("/confirmations", status_code=201, dependencies=booking_only, responses=ERRORS)
     async def confirm(body: ConfirmationCreate) -> dict:
         with tracer.start_as_current_span("confirmation.confirm"):
-            return await handlers.confirm(
-                db=db, availability=availability, request=handlers.Confirmation(**body.model_dump())
+            fields = body.model_dump(mode="json", exclude={"guest", "check_in", "check_out"})
+            request = handlers.Confirmation(
+                **fields, check_in=body.check_in, check_out=body.check_out, guest=body.guest.to_domain().as_dict()
             )
+            return await handlers.confirm(db=db, availability=availability, request=request)
 
     @app.get("/confirmations/{reservation_id}", responses=ERRORS,
              dependencies=[Depends(auth.services("booking-service", "availability-service"))])  # fmt: skip
     async def get_confirmation(reservation_id: ReservationIdPath) -> dict:
         return await handlers.get_confirmation(db=db, reservation_id=reservation_id)
 
+    @app.get("/confirmations/{reservation_id}/notice", responses=ERRORS,
+             dependencies=[Depends(auth.services("notification-service"))])  # fmt: skip
+    async def get_notice(reservation_id: ReservationIdPath) -> dict:
+        """What the guest's e-mail says, the guest's name and address included: notification-service
+        reads it here rather than from the queue, which carries ids only."""
+        return await handlers.get_notice(db=db, reservation_id=reservation_id)
+
     @app.post("/confirmations/{reservation_id}/cancel", dependencies=booking_only, responses=ERRORS)
-    async def cancel(reservation_id: ReservationIdPath) -> dict:
+    async def cancel(reservation_id: ReservationIdPath, body: CancellationIn | None = None) -> dict:
+        """Cancel a booking; ``refund_minor`` and ``cancellation_penalty_minor`` are what booking-service
+        refunds and keeps under the booking's terms (the cancellation e-mail states them)."""
+        terms = body or CancellationIn()
         with tracer.start_as_current_span("confirmation.cancel"):
-            return await handlers.cancel(db=db, reservation_id=reservation_id)
+            return await handlers.cancel(
+                db=db,
+                reservation_id=reservation_id,
+                refund_minor=terms.refund_minor,
+                penalty_minor=terms.cancellation_penalty_minor,
+            )
 
     add_admin_routes(app, settings, db)
     return app

@@ -22,5 +22,11 @@ class ConfirmationClient(ServiceClient):
         except NotFound:
             return None
 
-    async def cancel(self, reservation_id: str) -> dict:
-        return await self.call("POST", f"/confirmations/{reservation_id}/cancel", retries=2)
+    async def cancel(self, reservation_id: str, *, refund_minor: int, penalty_minor: int) -> dict:
+        """Cancel the booking, recording what the cancellation refunds and keeps (for its e-mail)."""
+        body = {"refund_minor": refund_minor, "cancellation_penalty_minor": penalty_minor}
+        return await self.call("POST", f"/confirmations/{reservation_id}/cancel", json=body, retries=2)
+
+    async def notice(self, reservation_id: str) -> dict:
+        """What the guest's e-mail says, the guest's address included (notification-service only)."""
+        return await self.call("GET", f"/confirmations/{reservation_id}/notice", retries=2)

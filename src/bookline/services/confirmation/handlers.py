@@ -7,8 +7,9 @@ only if the booking does.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -38,41 +39,53 @@ class Confirmation:
     total_minor: int
     currency: str
     payment_transaction_id: str
+    guest: dict[str, str | None] = field(repr=False)  # personal data: never in a span, log or event
+    room_type: str | None = None
+    details: dict[str, Any] | None = None  # nights with prices, taxes, cancellation terms
+
+
+# the guest's personal data, and what only the guest's e-mail shows: read by notification-service alone
+PRIVATE = ("guest_name", "guest_email", "guest_phone", "details")
 
 
 def _view(row: Any) -> dict:
-    data = dict(row._mapping)
+    """A booking as booking-service and availability-service read it: no personal data."""
+    data = {k: v for k, v in row._mapping.items() if k not in PRIVATE}
     data["check_in"] = data["check_in"].isoformat()
     data["check_out"] = data["check_out"].isoformat()
     return data
 
 
-def _event(row: dict) -> dict:
-    keys = (
-        "booking_id",
-        "reservation_id",
-        "confirmation_code",
-        "user_id",
-        "property_id",
-        "room_id",
-        "check_in",
-        "check_out",
-        "total_minor",
-        "currency",
-    )
-    return {k: row[k] for k in keys}
+def _event(row: Any) -> dict:
+    """The body of a booking event: ids only. notification-service asks for the rest over this
+    service's API, so no queue message ever carries the guest's data."""
+    return {"booking_id": row["booking_id"], "reservation_id": row["reservation_id"]}
 
 
 # Statements are built once, at import: constructing one on every call cost more CPU than running it.
 SELECT_BOOKING = select(bookings).where(bookings.c.reservation_id == bindparam("reservation"))
 
 
-async def get_confirmation(*, db: Database, reservation_id: str) -> dict:
+async def _row(db: Database, reservation_id: str) -> Any:
     async with db.read() as conn:
         row = (await conn.execute(SELECT_BOOKING, {"reservation": reservation_id})).first()
     if row is None:
         raise NotFound("confirmation_not_found", f"no confirmed booking for {reservation_id}")
-    return _view(row)
+    return row
+
+
+async def get_confirmation(*, db: Database, reservation_id: str) -> dict:
+    return _view(await _row(db, reservation_id))
+
+
+async def get_notice(*, db: Database, reservation_id: str) -> dict:
+    """Everything the guest's e-mail says about the booking, the guest included."""
+    row = await _row(db, reservation_id)
+    return {
+        **_view(row),
+        "guest": {"name": row.guest_name, "email": row.guest_email, "phone": row.guest_phone},
+        **(json.loads(row.details) if row.details else {}),
+    }
 
 
 async def confirm(*, db: Database, availability: AvailabilityClient, request: Confirmation) -> dict:
@@ -124,31 +137,41 @@ async def _insert_booking(db: Database, request: Confirmation, code: str) -> dic
         "total_minor": request.total_minor,
         "currency": request.currency,
         "payment_transaction_id": request.payment_transaction_id,
+        "room_type": request.room_type,
+        "guest_name": request.guest["name"],
+        "guest_email": request.guest["email"],
+        "guest_phone": request.guest.get("phone"),
+        "details": json.dumps(request.details) if request.details is not None else None,
         "created_at": now,
         "updated_at": now,
     }
     async with db.write() as conn:
         await conn.execute(INSERT_BOOKING, values)
-        row = {**values, "check_in": request.check_in.isoformat(), "check_out": request.check_out.isoformat()}
         await add_to_outbox(
             conn,
             outbox,
             topic="booking.confirmed",
-            payload=_event(row),
+            payload=_event(values),
             event_id=f"{request.booking_id}-confirmed",
         )
-    return row
+    row = {k: v for k, v in values.items() if k not in PRIVATE}
+    return {**row, "check_in": request.check_in.isoformat(), "check_out": request.check_out.isoformat()}
 
 
 # a reservation id is passed as ``reservation``: SQLAlchemy reserves column names for the SET clause
 CANCEL_BOOKING = (
     update(bookings)
     .where(bookings.c.reservation_id == bindparam("reservation"))
-    .values(status="cancelled", updated_at=bindparam("now"))
+    .values(
+        status="cancelled",
+        updated_at=bindparam("now"),
+        refund_minor=bindparam("refund"),
+        cancellation_penalty_minor=bindparam("penalty"),
+    )
 )
 
 
-async def cancel(*, db: Database, reservation_id: str) -> dict:
+async def cancel(*, db: Database, reservation_id: str, refund_minor: int | None, penalty_minor: int | None) -> dict:
     """Cancel a confirmed booking: its status and its outbox event, in one transaction. Idempotent.
     booking-service then gives the nights back at availability-service, which checks here that the
     booking is cancelled."""
@@ -160,12 +183,15 @@ async def cancel(*, db: Database, reservation_id: str) -> dict:
         if row is None:
             raise NotFound("confirmation_not_found", f"no confirmed booking for {reservation_id}")
         if row.status == "confirmed":
-            await conn.execute(CANCEL_BOOKING, {"reservation": reservation_id, "now": now})
+            await conn.execute(
+                CANCEL_BOOKING,
+                {"reservation": reservation_id, "now": now, "refund": refund_minor, "penalty": penalty_minor},
+            )
             await add_to_outbox(
                 conn,
                 outbox,
                 topic="booking.cancelled",
-                payload=_event(_view(row)),
+                payload=_event(row._mapping),
                 event_id=f"{row.booking_id}-cancelled",
             )
     return await get_confirmation(db=db, reservation_id=reservation_id)

@@ -1,6 +1,6 @@
 """The tables confirmation-service owns."""
 
-from sqlalchemy import Column, Date, Float, Integer, MetaData, String, Table
+from sqlalchemy import Column, Date, Float, Integer, MetaData, String, Table, Text
 
 from bookline.services.common.outbox import outbox_table
 
@@ -21,6 +21,15 @@ bookings = Table(
     Column("total_minor", Integer, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("payment_transaction_id", String(64), nullable=False),
+    Column("room_type", String(40), nullable=True),
+    # the guest: personal data, kept here and at booking-service only; notification-service reads it
+    # over this service's API to address the e-mail, and nothing else ever carries it
+    Column("guest_name", String(100), nullable=True),
+    Column("guest_email", String(254), nullable=True),
+    Column("guest_phone", String(16), nullable=True),
+    Column("details", Text, nullable=True),  # JSON: nights with prices, taxes, cancellation terms
+    Column("cancellation_penalty_minor", Integer, nullable=True),
+    Column("refund_minor", Integer, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )

@@ -71,9 +71,7 @@ def _ascii_digits(value: object, *, spaces: bool = False) -> str | None:
     return text if text.isascii() and text.isdigit() else None
 
 
-def examine_card(
-    number: object, exp_month: object, exp_year: object, cvc: object, *, today: date
-) -> CardFacts:
+def examine_card(number: object, exp_month: object, exp_year: object, cvc: object, *, today: date) -> CardFacts:
     """Check a card sent for tokenization and return what may be kept of it.
 
     Raises ``InvalidRequest`` with code ``invalid_card`` (and the offending ``field``, never its value).

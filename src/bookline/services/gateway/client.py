@@ -42,13 +42,9 @@ class GatewayClient(ServiceClient):
             "currency": currency,
             "reservation_id": reservation_id,
         }
-        return await self.call(
-            "POST", "/v1/authorizations", json=body, headers=_key(idempotency_key), timeout=timeout
-        )
+        return await self.call("POST", "/v1/authorizations", json=body, headers=_key(idempotency_key), timeout=timeout)
 
-    async def capture(
-        self, auth_id: str, *, idempotency_key: str, amount_minor: int | None = None
-    ) -> dict[str, Any]:
+    async def capture(self, auth_id: str, *, idempotency_key: str, amount_minor: int | None = None) -> dict[str, Any]:
         return await self.call(
             "POST",
             f"/v1/authorizations/{auth_id}/capture",
@@ -58,13 +54,9 @@ class GatewayClient(ServiceClient):
         )
 
     async def void(self, auth_id: str, *, idempotency_key: str) -> dict[str, Any]:
-        return await self.call(
-            "POST", f"/v1/authorizations/{auth_id}/void", headers=_key(idempotency_key), retries=2
-        )
+        return await self.call("POST", f"/v1/authorizations/{auth_id}/void", headers=_key(idempotency_key), retries=2)
 
-    async def refund(
-        self, auth_id: str, *, idempotency_key: str, amount_minor: int | None = None
-    ) -> dict[str, Any]:
+    async def refund(self, auth_id: str, *, idempotency_key: str, amount_minor: int | None = None) -> dict[str, Any]:
         return await self.call(
             "POST",
             f"/v1/authorizations/{auth_id}/refund",

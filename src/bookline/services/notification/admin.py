@@ -1,6 +1,6 @@
 """notification-service's admin reads (``/admin``, token-protected, for ``bookline audit`` and the
-notification reconciler): the sent-notification log, the e-mails on disk, and the card scan of its
-database and of the queue it consumes."""
+notification reconciler): the sent-notification log, the e-mails on disk, and the card and data scans
+of its database and of the queue it consumes (not of the e-mails: they are addressed to the guest)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from bookline.services.common.admin import (
     DEFAULT_PAGE_ROWS,
     After,
     Limit,
+    ScanBody,
     Since,
     admin_router,
     cursor_values,
@@ -26,7 +27,7 @@ from bookline.services.common.admin import (
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import CardScan, row_key, scan_tables
+from bookline.services.common.card_scan import AnyScan, DataScan, row_key, scan_tables
 from bookline.services.notification.tables import metadata, sent_notifications
 
 _sent = sent_notifications.c
@@ -58,7 +59,7 @@ def mail_on_disk(mail_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
-def scan_queue(path: Path, scan: CardScan, since: float | None = None) -> None:
+def scan_queue(path: Path, scan: AnyScan, since: float | None = None) -> None:
     """The queue's messages (the booking events on their way to the guest), read-only; with ``since``,
     only those published at or after it (a message is written once, when it is published)."""
     if not path.exists():
@@ -115,6 +116,16 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
         at or after it."""
         scan = await scan_tables(db, metadata.sorted_tables, since=since)
         await asyncio.to_thread(scan_queue, settings.queue_path, scan, since)
+        return scan.body()
+
+    @router.post("/data-scan")
+    async def data_scan(body: ScanBody) -> dict[str, Any]:
+        """Where notification-service's database, or the queue it consumes, holds a card number, an
+        e-mail address, a phone number or one of the given guests' names (never the value); with
+        ``since``, only the rows written and the messages published at or after it. The e-mails on
+        disk are the guest's own and are not scanned."""
+        scan = await scan_tables(db, metadata.sorted_tables, DataScan(names=body.names), since=body.since)
+        await asyncio.to_thread(scan_queue, settings.queue_path, scan, body.since)
         return scan.body()
 
     mount_admin(app, router)

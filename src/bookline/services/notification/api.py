@@ -7,18 +7,47 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from bookline.adapters.mail import EmlMailer
+from bookline.adapters.mail import mailer_from
 from bookline.adapters.migrations import script_location
 from bookline.adapters.queue.sqlite import SqliteQueue
+from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.faults import FaultFile
 from bookline.services import notification
+from bookline.services.availability.client import AvailabilityClient
 from bookline.services.common.app import create_service_app, service_database
+from bookline.services.confirmation.client import ConfirmationClient
+from bookline.services.notification import handlers
 from bookline.services.notification.admin import add_admin_routes
 from bookline.services.notification.consumer import NotificationConsumer
 from bookline.telemetry import ServiceTelemetry
 
 NAME = "notification-service"
+
+
+class BookingSource:
+    """The rest of an e-mail, asked for over the services' authenticated APIs: the booking and its
+    guest at confirmation-service, the property and room at availability-service."""
+
+    def __init__(self, settings: Settings, telemetry: ServiceTelemetry) -> None:
+        credentials = ServiceCredentials.of(NAME, settings)
+        timeout = settings.http_timeout_s
+        self.confirmation = ConfirmationClient(
+            settings.url_of("confirmation-service"), telemetry, timeout=timeout, credentials=credentials
+        )
+        self.availability = AvailabilityClient(
+            settings.url_of("availability-service"), telemetry, timeout=timeout, credentials=credentials
+        )
+
+    async def notice(self, reservation_id: str) -> dict:
+        return await self.confirmation.notice(reservation_id)
+
+    async def get_property(self, property_id: str) -> dict:
+        return await self.availability.get_property(property_id)
+
+    async def aclose(self) -> None:
+        await self.confirmation.aclose()
+        await self.availability.aclose()
 
 
 @dataclass
@@ -27,10 +56,15 @@ class _Running:
     consumer: NotificationConsumer | None = None
 
 
-def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
+def build_app(
+    settings: Settings, telemetry: ServiceTelemetry, *, source: handlers.BookingSource | None = None
+) -> FastAPI:
+    """``source``: where the rest of an e-mail comes from (default: confirmation-service and
+    availability-service over HTTP)."""
     db = service_database(settings, NAME)
-    mailer = EmlMailer(settings.mail_dir)
+    mailer = mailer_from(settings)
     faults = FaultFile(settings.faults_path)
+    source = source or BookingSource(settings, telemetry)
     running = _Running()
 
     async def startup() -> None:
@@ -40,7 +74,13 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             redelivery_rate=lambda: faults.current().queue.redelivery_rate,
         )
         consumer = NotificationConsumer(
-            queue, db, mailer, telemetry, poll_interval_s=settings.queue_poll_interval_s, faults=faults
+            queue,
+            db,
+            mailer,
+            telemetry,
+            poll_interval_s=settings.queue_poll_interval_s,
+            faults=faults,
+            source=source,
         )
         running.queue, running.consumer = queue, consumer
         consumer.start()
@@ -52,6 +92,8 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
             await consumer.stop()
         if queue is not None:
             await queue.close()
+        if isinstance(source, BookingSource):
+            await source.aclose()
 
     app = create_service_app(
         title="Bookline notification-service",

@@ -54,8 +54,10 @@ class NotificationConsumer:
         max_retry_delay_s: float = 60.0,
         faults: FaultFile | None = None,
         rng: random.Random | None = None,
+        source: handlers.BookingSource,
     ) -> None:
         self.queue = queue
+        self.source = source
         self.db = db
         self.mailer = mailer
         self.tracer = telemetry.tracer
@@ -91,9 +93,7 @@ class NotificationConsumer:
 
     async def process_once(self) -> int:
         """Claim one batch and process it; returns how many deliveries were claimed."""
-        deliveries = await self.queue.receive(
-            TOPICS, consumer=CONSUMER_GROUP, max_messages=self.batch_size
-        )
+        deliveries = await self.queue.receive(TOPICS, consumer=CONSUMER_GROUP, max_messages=self.batch_size)
         for index, delivery in enumerate(deliveries):
             if self._stopping.is_set():
                 # give the rest back at once rather than after the visibility timeout
@@ -151,13 +151,12 @@ class NotificationConsumer:
                     db=self.db,
                     mailer=self.mailer,
                     tracer=self.tracer,
+                    source=self.source,
                 )
             except Exception as exc:  # noqa: BLE001 - any failure is retried later
                 delay = self._retry_delay(delivery.attempt)
                 span.record_exception(exc)
-                span.set_status(
-                    Status(StatusCode.ERROR, f"notification failed: {type(exc).__name__}")
-                )
+                span.set_status(Status(StatusCode.ERROR, f"notification failed: {type(exc).__name__}"))
                 log.warning(
                     "notification of %s failed (attempt %d), retrying in %.1fs",
                     delivery.message_id,

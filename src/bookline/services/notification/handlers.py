@@ -7,13 +7,14 @@ the same e-mail again, under the same message key (the same ``.eml`` file), neve
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
+from email.utils import formataddr
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind, Tracer
 from sqlalchemy import bindparam, insert, select
@@ -23,23 +24,18 @@ from bookline.adapters.db import Database
 from bookline.adapters.mail import Mailer
 from bookline.domain import ids
 from bookline.domain.money import Money
+from bookline.domain.terms import CancellationTerms, check_in_at
 from bookline.redaction import looks_like_card_number
 from bookline.services.notification.tables import sent_notifications
-from bookline.services.notification.templates import (
-    BookingNotice,
-    NotificationKind,
-    render,
-)
+from bookline.services.notification.templates import BookingMail, NightLine, NotificationKind, render
 
 KIND_BY_TOPIC = {
     "booking.confirmed": NotificationKind.CONFIRMED,
     "booking.cancelled": NotificationKind.CANCELLED,
 }
-GUEST_MAIL_DOMAIN = "guests.bookline.example"
 # every id in the one format the services check (an id ends up in a mail file name)
 _BOOKING_ID = re.compile(ids.BOOKING_ID)
 _RESERVATION_ID = re.compile(ids.RESERVATION_ID)
-_MAILBOX_SAFE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class InvalidNotice(ValueError):
@@ -51,35 +47,73 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"  # the log already had (booking, kind): no second e-mail
 
 
-def parse_notice(body: Mapping[str, Any]) -> BookingNotice:
+@dataclass(frozen=True)
+class BookingEvent:
+    """The body of a booking event: ids only (the guest's data never rides on the queue)."""
+
+    booking_id: str
+    reservation_id: str
+
+
+def parse_notice(body: Mapping[str, Any]) -> BookingEvent:
     """The booking event of a queue message; raises :class:`InvalidNotice` if it is malformed."""
-    try:
-        notice = BookingNotice(
-            booking_id=_identifier(body, "booking_id", _BOOKING_ID),
-            reservation_id=_identifier(body, "reservation_id", _RESERVATION_ID),
-            confirmation_code=_text(body, "confirmation_code"),
-            user_id=_text(body, "user_id"),
-            property_id=_text(body, "property_id"),
-            room_id=_text(body, "room_id"),
-            check_in=date.fromisoformat(_text(body, "check_in")),
-            check_out=date.fromisoformat(_text(body, "check_out")),
-            total=Money(_minor(body), _text(body, "currency")),
-        )
-    except (ValueError, TypeError) as exc:
-        raise InvalidNotice(str(exc)) from None
-    if notice.check_out <= notice.check_in:
-        raise InvalidNotice("check_out must be after check_in")
-    return notice
+    return BookingEvent(
+        booking_id=_identifier(body, "booking_id", _BOOKING_ID),
+        reservation_id=_identifier(body, "reservation_id", _RESERVATION_ID),
+    )
 
 
-def guest_address(user_id: str) -> str:
-    """The guest's mailbox. Bookline keeps no e-mail address (no PII), so it is derived from the
-    opaque user id; it goes into the e-mail and nowhere else (no span, log or row)."""
-    if _MAILBOX_SAFE.fullmatch(user_id):
-        local = user_id
-    else:  # an id that cannot be a mailbox name still gets a stable, private one
-        local = hashlib.sha256(user_id.encode()).hexdigest()[:24]
-    return f"guest-{local}@{GUEST_MAIL_DOMAIN}"
+class BookingSource(Protocol):
+    """Where the rest of an e-mail comes from: confirmation-service and availability-service."""
+
+    async def notice(self, reservation_id: str) -> dict[str, Any]: ...
+
+    async def get_property(self, property_id: str) -> dict[str, Any]: ...
+
+
+async def mail_of(event: BookingEvent, source: BookingSource) -> BookingMail:
+    """Everything the e-mail says: the booking, its guest and price from confirmation-service, the
+    property and room from availability-service (two traced calls)."""
+    notice = await source.notice(event.reservation_id)
+    place = await source.get_property(notice["property_id"])
+    room = next((r for r in place.get("rooms", []) if r["room_id"] == notice["room_id"]), {})
+    currency = notice["currency"]
+    terms = notice.get("cancellation")
+    nights = [
+        NightLine(date.fromisoformat(n["night"]), Money(n["amount_minor"], currency)) for n in notice.get("nights", [])
+    ]
+    total = Money(notice["total_minor"], currency)
+    refund = notice.get("refund_minor")
+    penalty = notice.get("cancellation_penalty_minor")
+    return BookingMail(
+        booking_id=event.booking_id,
+        confirmation_code=notice["confirmation_code"],
+        guest_name=notice["guest"]["name"],
+        guest_email=notice["guest"]["email"],
+        property_name=place["name"],
+        property_address=place.get("address") or place.get("city", ""),
+        room_name=room.get("name", notice["room_id"]),
+        room_type=notice.get("room_type") or room.get("room_type", ""),
+        check_in=date.fromisoformat(notice["check_in"]),
+        check_out=date.fromisoformat(notice["check_out"]),
+        nights=nights,
+        taxes=Money(notice.get("taxes_minor", 0), currency),
+        total=total,
+        terms=CancellationTerms.from_dict(terms) if terms else free_until_check_in(notice, place, total),
+        refund=Money(refund, currency) if refund is not None else None,
+        penalty=Money(penalty, currency) if penalty is not None else None,
+    )
+
+
+def free_until_check_in(notice: Mapping[str, Any], place: Mapping[str, Any], total: Money) -> CancellationTerms:
+    """The terms of a booking made before terms existed: free cancellation until check-in."""
+    zone = place.get("time_zone") or "UTC"
+    return CancellationTerms(
+        free_cancellation_hours=0,
+        free_until=check_in_at(date.fromisoformat(notice["check_in"]), zone),
+        penalty=Money.zero(total.currency),
+        time_zone=zone,
+    )
 
 
 def message_key(booking_id: str, kind: NotificationKind) -> str:
@@ -95,13 +129,14 @@ INSERT_SENT_NOTIFICATION = insert(sent_notifications)
 
 
 async def notify(
-    notice: BookingNotice,
+    notice: BookingEvent,
     kind: NotificationKind,
     *,
     message_id: str,
     db: Database,
     mailer: Mailer,
     tracer: Tracer,
+    source: BookingSource,
 ) -> Outcome:
     """Send the e-mail of ``kind`` for a booking unless the log says it was sent already."""
     async with db.read() as conn:
@@ -111,7 +146,8 @@ async def notify(
     if already is not None:
         return Outcome.DUPLICATE
 
-    mail = render(notice, kind)
+    booking = await mail_of(notice, source)
+    mail = render(booking, kind)
     with tracer.start_as_current_span(
         "notification.send_email",
         kind=SpanKind.CLIENT,
@@ -119,9 +155,10 @@ async def notify(
     ):
         await mailer.send(
             message_key=message_key(notice.booking_id, kind),
-            to=guest_address(notice.user_id),
+            to=formataddr((booking.guest_name, booking.guest_email)),
             subject=mail.subject,
             text=mail.text,
+            html=mail.html,
         )
     try:
         async with db.write() as conn:
@@ -161,11 +198,4 @@ def _identifier(body: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> 
     value = _text(body, key)
     if not pattern.match(value) or looks_like_card_number(value):
         raise InvalidNotice(f"{key} is not an identifier")
-    return value
-
-
-def _minor(body: Mapping[str, Any]) -> int:
-    value = body.get("total_minor")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidNotice("total_minor is not an integer")
     return value

@@ -15,6 +15,10 @@ rate_plans = Table(
     Column("extra_guest_minor", Integer, nullable=False),
     Column("base_occupancy", Integer, nullable=False),
     Column("tax_bp", Integer, nullable=False),
+    # the cancellation terms the room is sold on (domain.terms), in the property's time zone
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("free_cancellation_hours", Integer, nullable=False, server_default="48"),
+    Column("penalty_nights", Integer, nullable=False, server_default="1"),
 )
 
 quotes = Table(
@@ -31,6 +35,7 @@ quotes = Table(
     Column("taxes_minor", Integer, nullable=False),
     Column("lines", Text, nullable=False),  # JSON: the priced nights
     Column("rules_applied", Text, nullable=False),  # JSON: sorted rule names
+    Column("terms", Text, nullable=True),  # JSON: the cancellation terms (CancellationTerms.as_dict)
     Column("expires_at", Float, nullable=False, index=True),  # unix seconds
     Column("created_at", Float, nullable=False),
 )

@@ -1,7 +1,7 @@
 """The telemetry store's admin reads (``/admin``, token-protected, for ``bookline audit``): the spans
 of some names in one query (the compensations of every failed booking, found by reservation rather
-than by one trace search per booking), how far back the store keeps telemetry, and the card scan
-of everything stored (spans, logs, metric series and resources)."""
+than by one trace search per booking), how far back the store keeps telemetry, and the card and data
+scans of everything stored (spans, logs, metric series and resources)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from bookline.services.common.admin import (
     After,
     InvalidCursor,
     Limit,
+    ScanBody,
     Since,
     admin_router,
     cursor_values,
     encode_cursor,
     mount_admin,
 )
-from bookline.services.common.card_scan import CardScan, row_key
+from bookline.services.common.card_scan import AnyScan, CardScan, DataScan, row_key
 from bookline.services.telemetry.decoding import STATUS_CODES
 from bookline.services.telemetry.store import TelemetryStore
 
@@ -87,10 +88,11 @@ def _chosen_by_sender(links: str | None) -> str | None:
         return links  # not what the store writes: look through all of it
 
 
-def scan_stored(conn: sqlite3.Connection, since_ns: int | None) -> dict[str, Any]:
-    """Every stored span, log record, metric series and resource, looked through for card numbers in
-    every text a sender chose (what the store's redaction scrubs as they arrive)."""
-    scan = CardScan()
+def scan_stored(conn: sqlite3.Connection, since_ns: int | None, scan: AnyScan | None = None) -> dict[str, Any]:
+    """Every stored span, log record, metric series and resource, looked through with ``scan`` (for
+    card numbers unless given) in every text a sender chose (what the store's redaction scrubs as they
+    arrive)."""
+    scan = scan if scan is not None else CardScan()
     span_where, log_where, args = "", "", []
     if since_ns is not None:
         span_where, log_where, args = " WHERE start_ns >= ?", " WHERE time_ns >= ?", [since_ns]
@@ -165,5 +167,13 @@ def add_admin_routes(app: FastAPI, settings: Settings, store: TelemetryStore) ->
         that is a card number (never the value); ``since`` limits the spans and logs looked at."""
         since_ns = int(since * _NS) if since is not None else None
         return await store.read(scan_stored, since_ns)
+
+    @router.post("/data-scan")
+    async def data_scan(body: ScanBody) -> dict[str, Any]:
+        """Where stored spans, logs, metric series or resources hold a card number, an e-mail address,
+        a phone number or one of the given guests' names (never the value); ``since`` limits the spans
+        and logs looked at. No telemetry may hold any of them."""
+        since_ns = int(body.since * _NS) if body.since is not None else None
+        return await store.read(scan_stored, since_ns, DataScan(names=body.names))
 
     mount_admin(app, router)

@@ -161,7 +161,9 @@ def _guard_reads(app: FastAPI, access: StoreAccess) -> None:
         return
 
     @app.middleware("http")
-    async def reads_need_the_admin_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def reads_need_the_admin_token(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         path = request.url.path
         if path.startswith(_UNGUARDED) or access.may_read(
             request.headers.get("authorization"), request.cookies.get(SESSION_COOKIE)

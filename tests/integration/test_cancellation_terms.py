@@ -1,0 +1,86 @@
+"""Cancellation terms through the real services: free until the deadline, then the first night (with
+its taxes) is kept; the gateway refunds exactly the rest, the trace of ``booking.cancel`` says both
+amounts, and the audit's money check agrees."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bookline.audit.checks import Policy, run_checks
+from bookline.audit.collect import collect
+from conftest import start_stack
+from support.booking import Client, fresh_stay
+from support.spans import one
+
+ADMIN_TOKEN = "terms-test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = start_stack(tmp_path_factory.mktemp("terms"), admin_token=ADMIN_TOKEN)
+    yield s
+    s.stop()
+
+
+def cancel(client: Client, booking_id: str) -> dict:
+    answer = client.cancel(booking_id)
+    assert answer.status_code == 200, answer.text
+    # the trace of the cancellation itself (the answer's trace_id is the booking's)
+    return {**answer.json(), "cancel_trace_id": answer.headers["traceresponse"].split("-")[1]}
+
+
+def test_a_cancellation_before_the_deadline_refunds_everything(stack, client: Client):
+    booked = client.book(client.body(property_id="prop-00001", stay=fresh_stay()))
+    assert booked.status_code == 201, booked.text
+    created = booked.json()
+    terms = created["cancellation"]
+    assert datetime.fromisoformat(terms["free_cancellation_until"]) > datetime.now(UTC)
+    cancelled = cancel(client, created["booking_id"])
+    assert cancelled["status"] == "cancelled"
+    assert (cancelled["refund_minor"], cancelled["cancellation_penalty_minor"]) == (created["total_minor"], 0)
+    ledger = client.ledger(created["reservation_id"])
+    assert (ledger["captured_minor"], ledger["refunded_minor"]) == (created["total_minor"], created["total_minor"])
+    span = one(stack.spans(cancelled["cancel_trace_id"]), "booking.cancel")
+    assert span.attributes["payment.refund_minor"] == created["total_minor"]
+    assert span.attributes["booking.cancellation_penalty_minor"] == 0
+
+
+def test_a_late_cancellation_keeps_the_first_night_and_refunds_the_rest(stack, client: Client):
+    today = datetime.now(UTC).date()
+    booked = client.book(client.body(property_id="prop-00003", stay=(today, today + timedelta(days=2))))
+    assert booked.status_code == 201, booked.text
+    created = booked.json()
+    terms = created["cancellation"]
+    assert datetime.fromisoformat(terms["free_cancellation_until"]) <= datetime.now(UTC)
+    penalty = terms["penalty_minor"]
+    assert 0 < penalty < created["total_minor"]
+    cancelled = cancel(client, created["booking_id"])
+    assert cancelled["cancellation_penalty_minor"] == penalty
+    assert cancelled["refund_minor"] == created["total_minor"] - penalty
+    assert cancelled["payment"]["status"] == "refunded"
+    ledger = client.ledger(created["reservation_id"])
+    assert ledger["captured_minor"] == created["total_minor"]
+    assert ledger["refunded_minor"] == created["total_minor"] - penalty
+    [auth] = ledger["authorizations"]
+    assert auth["status"] == "partially_refunded"
+    spans = stack.spans(cancelled["cancel_trace_id"])
+    assert one(spans, "booking.cancel").attributes["booking.cancellation_penalty_minor"] == penalty
+    assert one(spans, "payment.refund").attributes["payment.refund_minor"] == created["total_minor"] - penalty
+    # cancelling again changes nothing: no second refund
+    assert cancel(client, created["booking_id"])["refund_minor"] == created["total_minor"] - penalty
+    assert client.ledger(created["reservation_id"])["refunded_minor"] == created["total_minor"] - penalty
+
+
+def test_the_audit_counts_the_penalty_as_money_rightly_kept(stack, client: Client):
+    today = datetime.now(UTC).date()
+    late = client.book(client.body(property_id="prop-00002", stay=(today, today + timedelta(days=1)))).json()
+    early = client.book(client.body(property_id="prop-00002", stay=fresh_stay())).json()
+    kept = client.book(client.body(property_id="prop-00002", stay=fresh_stay())).json()
+    for booking in (late, early):
+        cancel(client, booking["booking_id"])
+    results = {r.check: r for r in run_checks(collect(stack.settings, ADMIN_TOKEN), Policy(grace_s=0))}
+    money = results["money_balances"]
+    assert money.violations == [], money.violations
+    assert money.checked >= 3, kept
