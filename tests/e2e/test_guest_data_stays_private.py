@@ -77,6 +77,7 @@ def run(tmp_path: Path, *, redaction: bool) -> tuple[RunningUp, dict, list, list
         answers = careless_client(up, guests, names=not redaction)
         time.sleep(3)  # every span and log line in the store, every e-mail sent
         audit = bookline(up, "audit", "--data-dir", str(data_dir), "--json", str(tmp_path / "audit.json"))
+        assert audit.returncode in (0, 1), audit.stdout + audit.stderr  # 1: a violation was found
         report = json.loads((tmp_path / "audit.json").read_text())
         return up, report, guests, answers
 

@@ -291,6 +291,18 @@ def test_money_refunded_behind_bookings_back_is_a_violation_naming_the_booking_a
     assert "kept 0 EUR" in v.message and "expected 20000 EUR" in v.message
 
 
+def test_the_penalty_of_a_late_cancellation_is_money_rightly_kept_and_only_that() -> None:
+    snap = consistent()
+    snap.bookings[1] = dataclasses.replace(snap.bookings[1], cancellation_penalty_minor=5000)
+    partly = dataclasses.replace(snap.authorizations[1], status="partially_refunded", refunded_minor=10000)
+    snap.authorizations[1] = partly
+    assert check_money_balances(snap, POLICY).violations == []
+
+    snap.authorizations[1] = dataclasses.replace(partly, status="refunded", refunded_minor=15000)  # all refunded
+    v = only(check_money_balances(snap, POLICY))
+    assert v.booking_id == "bk_x1" and "kept 0 EUR" in v.message and "expected 5000 EUR" in v.message
+
+
 def test_money_kept_for_a_failed_booking_is_a_violation() -> None:
     snap = consistent()
     snap.authorizations[2] = dataclasses.replace(snap.authorizations[2], status="captured", captured_minor=20000)

@@ -245,7 +245,9 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         row = await deps.store.find_by_code(body.confirmation_code)
         if row is None or not row.guest_email or not same_email(row.guest_email, body.email):
             raise NotFound("booking_not_found", "no booking has this confirmation code and e-mail address")
-        return with_trace_url(await orchestrator.view(row.booking_id))
+        # the account that booked it is not the finder's business
+        view = {k: v for k, v in (await orchestrator.view(row.booking_id)).items() if k != "user_id"}
+        return with_trace_url(view)
 
     @app.api_route("/bookings/lookup", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def lookup_is_a_post() -> None:
