@@ -4,6 +4,7 @@ amounts, and the audit's money check agrees."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +20,8 @@ ADMIN_TOKEN = "terms-test-admin-token"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = start_stack(tmp_path_factory.mktemp("terms"), admin_token=ADMIN_TOKEN)
+    # recovery picks up a cancellation whose refund failed within a second
+    s = start_stack(tmp_path_factory.mktemp("terms"), admin_token=ADMIN_TOKEN, saga_stale_after_s=0.5)
     yield s
     s.stop()
 
@@ -84,3 +86,24 @@ def test_the_audit_counts_the_penalty_as_money_rightly_kept(stack, client: Clien
     money = results["money_balances"]
     assert money.violations == [], money.violations
     assert money.checked >= 3, kept
+
+
+def test_a_refund_that_failed_is_finished_by_recovery_with_the_amount_the_terms_decided(stack, client: Client):
+    today = datetime.now(UTC).date()
+    booked = client.book(client.body(property_id="prop-00001", stay=(today, today + timedelta(days=3))))
+    assert booked.status_code == 201, booked.text
+    created = booked.json()
+    penalty = created["cancellation"]["penalty_minor"]
+    assert 0 < penalty < created["total_minor"]
+    stack.stop_service("payment-gateway")
+    try:
+        cancelled = cancel(client, created["booking_id"])
+    finally:
+        stack.restart_service("payment-gateway")
+    assert cancelled["status"] == "cancelled" and cancelled["payment"]["status"] == "refund_pending"
+    deadline = time.monotonic() + 20
+    while client.get(f"/bookings/{created['booking_id']}").json()["payment"]["status"] != "refunded":
+        assert time.monotonic() < deadline, "recovery did not finish the refund"
+        time.sleep(0.1)
+    ledger = client.ledger(created["reservation_id"])
+    assert ledger["refunded_minor"] == created["total_minor"] - penalty  # not everything

@@ -33,7 +33,7 @@ from bookline.redaction import REDACTED
 from bookline.services.booking.tables import metadata as booking_metadata
 from bookline.services.common.admin import database_admin_router, mount_admin
 from bookline.services.common.app import install_error_handlers
-from bookline.services.common.card_scan import GUEST_COLUMNS
+from bookline.services.common.data_scan import GUEST_COLUMNS
 from bookline.services.confirmation.tables import metadata as confirmation_metadata
 from bookline.services.telemetry.api import build_app as build_store
 from bookline.telemetry import setup_telemetry

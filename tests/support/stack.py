@@ -42,6 +42,7 @@ FAST = {
     "rate_limit_bookings_per_customer": "100000/minute",
     "rate_limit_bookings_per_address": "100000/minute",
     "rate_limit_failed_auth_per_address": "100000/minute",
+    "rate_limit_lookups_per_address": "100000/minute",
 }
 
 

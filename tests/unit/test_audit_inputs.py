@@ -10,7 +10,7 @@ import pytest
 from bookline.audit.cli import parse_since
 from bookline.domain.errors import BooklineError
 from bookline.services.common.admin import cursor_values, encode_cursor
-from bookline.services.common.card_scan import CardScan, holds_card_number
+from bookline.services.common.data_scan import CardScan, holds_card_number
 
 NOW = 1_800_000_000.0
 

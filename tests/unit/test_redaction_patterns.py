@@ -23,7 +23,7 @@ from bookline.redaction import (
     personal_data_kinds,
     scrub,
 )
-from bookline.services.common.card_scan import (
+from bookline.services.common.data_scan import (
     GUEST_COLUMNS,
     DataScan,
     GuestNames,

@@ -24,6 +24,7 @@ from bookline.domain.errors import (
     BooklineError,
     Conflict,
     DependencyTimeout,
+    DependencyUnavailable,
     HoldExpired,
     IdempotencyInFlight,
     IdempotencyKeyReused,
@@ -298,6 +299,7 @@ class Orchestrator:
                 return await self.view(booking_id)
             if booking.status != BookingStatus.CONFIRMED.value:
                 raise Conflict("not_cancellable", f"a {booking.status} booking cannot be cancelled")
+            await self._settle_capture(booking)
             # the terms the stay was sold on decide, once, what the cancellation refunds and keeps
             refund, penalty = cancellation_amounts(booking, datetime.now(UTC))
             span.set_attribute("payment.refund_minor", refund)
@@ -307,6 +309,17 @@ class Orchestrator:
             )
             await self.finish_cancel(await deps.store.get(booking_id))
             return await self.view(booking_id)
+
+    async def _settle_capture(self, booking: Any) -> None:
+        """A booking whose capture failed (recovery retries it) is captured before it is cancelled: a
+        late cancellation keeps its penalty from the captured money, and a refund needs a capture."""
+        if (await self.deps.store.steps(booking.booking_id)).get("capture") != "started":
+            return
+        if not await self.capture_payment(booking.reservation_id, booking.payment_transaction_id, booking.total_minor):
+            raise DependencyUnavailable(
+                "payment_not_settled", "the payment of this booking is still being settled; try again shortly"
+            )
+        await self.deps.store.record(booking.booking_id, {"capture": "done"})
 
     async def finish_cancel(self, booking: Any) -> None:
         """The idempotent part of a cancellation, also run by recovery."""

@@ -7,6 +7,7 @@ otherwise it is rolled back. Each recovery is its own trace, linked to the booki
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -15,7 +16,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from bookline.domain.booking import BookingStatus, Outcome
 from bookline.saga.compensation import return_money, rollback
-from bookline.saga.orchestrator import Orchestrator
+from bookline.saga.orchestrator import Orchestrator, stored_cancellation_amounts
 from bookline.saga.store import OPEN, StoredResponse
 from bookline.saga.trace_links import link_to
 from bookline.services.common.periodic import Periodic
@@ -83,7 +84,9 @@ class Recovery:
                 await self.orchestrator.finish_cancel(booking)
                 return "cancelled"
             if steps.get("refund") == "started":
-                await return_money(deps, booking)
+                # what the cancellation decided under the booking's terms, not everything captured
+                refund, _penalty = stored_cancellation_amounts(booking)
+                await return_money(deps, booking, amount_minor=refund)
                 await deps.store.record(booking.booking_id, {"refund": "done"})
                 return "refunded"
         if status == BookingStatus.FAILED.value:
@@ -104,8 +107,11 @@ class Recovery:
             "confirmation_code": code,
             "status": BookingStatus.CONFIRMED.value,
             "room_id": booking.room_id,
+            "room_type": booking.room_type,
             "total_minor": booking.total_minor,
             "currency": booking.currency,
+            "quote_id": booking.quote_id,
+            "cancellation": json.loads(booking.terms) if booking.terms else None,
             "trace_id": booking.trace_parent.split("-")[1] if booking.trace_parent else None,
         }
         await deps.store.finish(

@@ -23,7 +23,7 @@ from bookline.services.common.admin import (
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import GUEST_COLUMNS
+from bookline.services.common.data_scan import GUEST_COLUMNS
 
 _COLUMNS = (
     "booking_id",

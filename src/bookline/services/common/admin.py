@@ -34,7 +34,7 @@ from bookline.admin_token import resolve_admin_token
 from bookline.config import Settings
 from bookline.domain.errors import BooklineError
 from bookline.services.common.app import error_response
-from bookline.services.common.card_scan import DataScan, GuestNames, check_allowed, scan_tables
+from bookline.services.common.data_scan import DataScan, GuestNames, check_allowed, scan_tables
 
 DEFAULT_PAGE_ROWS = 5000
 MAX_PAGE_ROWS = 20000
@@ -152,7 +152,7 @@ def database_admin_router(
     - ``GET /admin/card-scan``: where ``owner``'s tables hold something that is a card number;
     - ``POST /admin/data-scan``: where they hold personal data (a card number, an e-mail address, a
       phone number, or one of the guests' names the request gives), but in the ``allowed`` columns,
-      (table, column), where ``owner`` may keep them (``card_scan.GUEST_COLUMNS`` for the two services
+      (table, column), where ``owner`` may keep them (``data_scan.GUEST_COLUMNS`` for the two services
       that keep the guest's details, nothing for the others).
     """
     router = admin_router(settings)

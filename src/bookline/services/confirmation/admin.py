@@ -20,7 +20,7 @@ from bookline.services.common.admin import (
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import GUEST_COLUMNS
+from bookline.services.common.data_scan import GUEST_COLUMNS
 from bookline.services.confirmation.tables import bookings, metadata
 
 SELECT_BOOKINGS = select(

@@ -27,7 +27,7 @@ from bookline.services.common.admin import (
     keyset_page,
     mount_admin,
 )
-from bookline.services.common.card_scan import AnyScan, DataScan, row_key, scan_tables
+from bookline.services.common.data_scan import AnyScan, DataScan, row_key, scan_tables
 from bookline.services.notification.tables import metadata, sent_notifications
 
 _sent = sent_notifications.c

@@ -25,7 +25,7 @@ from bookline.services.common.admin import (
     encode_cursor,
     mount_admin,
 )
-from bookline.services.common.card_scan import AnyScan, CardScan, DataScan, row_key
+from bookline.services.common.data_scan import AnyScan, CardScan, DataScan, row_key
 from bookline.services.telemetry.decoding import STATUS_CODES
 from bookline.services.telemetry.store import TelemetryStore
 
