@@ -184,6 +184,7 @@ class Settings(BaseSettings):
     unsafe_disable_room_night_guard: bool = False
     unsafe_disable_idempotency: bool = False
     unsafe_disable_fencing: bool = False
+    unsafe_disable_saga_fencing: bool = False  # any replica recovers any booking, and writes its saga log
     unsafe_disable_redaction: bool = False
     unsafe_disable_ownership: bool = False  # any customer reads and cancels any booking
     unsafe_disable_service_auth: bool = False  # internal endpoints take any caller

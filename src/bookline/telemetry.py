@@ -196,6 +196,11 @@ class ServiceTelemetry:
         self.tracer = self.tracer_provider.get_tracer("bookline", __version__)
         self.meter = self.meter_provider.get_meter("bookline", __version__)
 
+    @property
+    def instance_id(self) -> str:
+        """This process's ``service.instance.id`` (one per replica)."""
+        return str(self.tracer_provider.resource.attributes.get("service.instance.id", ""))
+
     def instrument_app(self, app: Any) -> None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
         from opentelemetry.util.http import (

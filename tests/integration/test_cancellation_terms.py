@@ -21,7 +21,14 @@ ADMIN_TOKEN = "terms-test-admin-token"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     # recovery picks up a cancellation whose refund failed within a second
-    s = start_stack(tmp_path_factory.mktemp("terms"), admin_token=ADMIN_TOKEN, saga_stale_after_s=0.5)
+    s = start_stack(
+        tmp_path_factory.mktemp("terms"),
+        admin_token=ADMIN_TOKEN,
+        saga_stale_after_s=0.5,
+        # the payment reconciler looks at a cancelled booking within a second
+        reconcile_settle_after_s=0.3,
+        reconcile_interval_s=0.2,
+    )
     yield s
     s.stop()
 
@@ -107,3 +114,22 @@ def test_a_refund_that_failed_is_finished_by_recovery_with_the_amount_the_terms_
         time.sleep(0.1)
     ledger = client.ledger(created["reservation_id"])
     assert ledger["refunded_minor"] == created["total_minor"] - penalty  # not everything
+
+
+def test_the_payment_reconciler_leaves_a_late_cancellations_penalty_where_it_is(stack, client: Client):
+    today = datetime.now(UTC).date()
+    booked = client.book(
+        client.body(property_id="prop-00002", stay=(today + timedelta(days=1), today + timedelta(days=4)))
+    )
+    assert booked.status_code == 201, booked.text
+    created = booked.json()
+    cancelled = cancel(client, created["booking_id"])
+    penalty = cancelled["cancellation_penalty_minor"]
+    assert penalty > 0
+    deadline = time.monotonic() + 15
+    while "settle" not in (steps := client.get(f"/bookings/{created['booking_id']}").json()["steps"]):
+        assert time.monotonic() < deadline, "the payment reconciler did not look at the booking"
+        time.sleep(0.1)
+    assert steps["settle"] == "checked"  # not "repaired": the penalty is the gateway's to keep
+    ledger = client.ledger(created["reservation_id"])
+    assert ledger["captured_minor"] - ledger["refunded_minor"] == penalty

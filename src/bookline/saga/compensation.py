@@ -29,7 +29,9 @@ async def find_authorization(deps: SagaDeps, booking: Any) -> dict | None:
     return await deps.gateway.find_by_idempotency_key(payment_key("auth", booking.reservation_id))
 
 
-async def return_money(deps: SagaDeps, booking: Any, *, amount_minor: int | None = None) -> str:
+async def return_money(
+    deps: SagaDeps, booking: Any, *, amount_minor: int | None = None, purpose: str = "refund"
+) -> str:
     """Void an open authorization or refund a capture (all of it, or ``amount_minor`` of it: what a
     cancellation under the booking's terms gives back); returns what was done."""
     auth = await find_authorization(deps, booking)
@@ -53,7 +55,7 @@ async def return_money(deps: SagaDeps, booking: Any, *, amount_minor: int | None
             if refundable:
                 # the same key (and amount) on a retry: the gateway refunds once
                 result = await deps.gateway.refund(
-                    auth["id"], idempotency_key=payment_key("refund", booking.reservation_id), amount_minor=amount_minor
+                    auth["id"], idempotency_key=payment_key(purpose, booking.reservation_id), amount_minor=amount_minor
                 )
             else:
                 result = await deps.gateway.void(

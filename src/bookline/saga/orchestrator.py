@@ -38,6 +38,7 @@ from bookline.faults import fire, strikes
 from bookline.saga import steps
 from bookline.saga.compensation import return_money, rollback
 from bookline.saga.deps import SagaDeps
+from bookline.saga.lease import LeaseLost
 from bookline.saga.spans import step_span
 from bookline.saga.steps import BookingRequest
 from bookline.saga.store import KeyTaken, StoredResponse
@@ -103,6 +104,23 @@ def _maybe_crash(deps: SagaDeps, point: str, span: trace.Span, rng: random.Rando
     os._exit(CRASH_EXIT_CODE)
 
 
+def taken_over(exc: LeaseLost, span: trace.Span, ids: dict[str, str]) -> StoredResponse:
+    """The answer of a replica whose booking another one took over (this one stalled past its lease):
+    the new owner finishes or compensates it and stores the answer the Idempotency-Key then replays."""
+    log.warning("%s: stopping without writing or compensating", exc.message)
+    span.set_attribute("booking.outcome", Outcome.FAILED.value)
+    span.set_status(Status(StatusCode.ERROR, exc.message))
+    body = {
+        "error": {
+            "code": "booking_taken_over",
+            "message": "this booking is being finished by another replica; retry with the same Idempotency-Key",
+            **ids,
+        },
+        "trace_id": current_trace_id(),
+    }
+    return StoredResponse(503, body)
+
+
 def replay(row: Any, body_hash: str) -> StoredResponse:
     """The answer for a key that was seen before (invariant 4)."""
     if row.request_hash != body_hash:
@@ -146,8 +164,9 @@ class Orchestrator:
                 early = exc
             row = self._booking_row(req, span, room_id, quote)
             try:
-                # the hold is registered (as started) in the same transaction that records the booking
-                await deps.store.start_booking(
+                # the hold is registered (as started) in the same transaction that records the booking,
+                # whose lease is this replica's from then on
+                lease = await deps.store.start_booking(
                     key=key if guarded else None,
                     request_hash=body_hash,
                     booking=row,
@@ -159,13 +178,19 @@ class Orchestrator:
                     raise
                 span.set_attribute("booking.idempotent_replay", True)
                 return replay(seen, body_hash)
-            try:
-                if early is not None:
-                    raise early
-                assert room_id is not None and quote is not None
-                response = await self._run(req, room_id, quote, span, key if guarded else None)
-            except Exception as exc:  # noqa: BLE001 - every failure ends in a rollback and a stored answer
-                response = await self._fail(req, exc, span, key if guarded else None, ids)
+            async with deps.store.keeping(lease):
+                try:
+                    try:
+                        if early is not None:
+                            raise early
+                        assert room_id is not None and quote is not None
+                        response = await self._run(req, room_id, quote, span, key if guarded else None)
+                    except LeaseLost:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - every failure ends in a rollback and a stored answer
+                        response = await self._fail(req, exc, span, key if guarded else None, ids)
+                except LeaseLost as exc:
+                    response = taken_over(exc, span, ids)
         status = "success" if response.status == 201 else ("timeout" if response.status == 504 else "failed")
         log.info("booking %s ended %s (%d)", req.booking_id, status, response.status)
         deps.instruments.attempts.add(1, {"booking.status": status, "booking.source": req.source})
@@ -299,15 +324,19 @@ class Orchestrator:
                 return await self.view(booking_id)
             if booking.status != BookingStatus.CONFIRMED.value:
                 raise Conflict("not_cancellable", f"a {booking.status} booking cannot be cancelled")
-            await self._settle_capture(booking)
-            # the terms the stay was sold on decide, once, what the cancellation refunds and keeps
-            refund, penalty = cancellation_amounts(booking, datetime.now(UTC))
-            span.set_attribute("payment.refund_minor", refund)
-            span.set_attribute("booking.cancellation_penalty_minor", penalty)
-            await deps.store.record(
-                booking_id, {"cancel": "started"}, refund_minor=refund, cancellation_penalty_minor=penalty
-            )
-            await self.finish_cancel(await deps.store.get(booking_id))
+            lease = await deps.store.claim(booking_id, booking.fence)
+            if lease is None:
+                raise Conflict("booking_busy", "this booking is being worked on; try again shortly")
+            async with deps.store.keeping(lease):
+                await self._settle_capture(booking)
+                # the terms the stay was sold on decide, once, what the cancellation refunds and keeps
+                refund, penalty = cancellation_amounts(booking, datetime.now(UTC))
+                span.set_attribute("payment.refund_minor", refund)
+                span.set_attribute("booking.cancellation_penalty_minor", penalty)
+                await deps.store.record(
+                    booking_id, {"cancel": "started"}, refund_minor=refund, cancellation_penalty_minor=penalty
+                )
+                await self.finish_cancel(await deps.store.get(booking_id))
             return await self.view(booking_id)
 
     async def _settle_capture(self, booking: Any) -> None:

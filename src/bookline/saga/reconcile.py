@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Status, StatusCode
 
+from bookline.domain.booking import BookingStatus
 from bookline.domain.errors import BooklineError
 from bookline.saga.compensation import return_money
 from bookline.saga.deps import SagaDeps
@@ -33,6 +34,13 @@ def money_left(ledger: dict[str, Any]) -> int:
     """What the gateway still holds or keeps of a reservation: open authorizations plus captured
     and not refunded (in minor units)."""
     return int(ledger["open_minor"]) + int(ledger["captured_minor"]) - int(ledger["refunded_minor"])
+
+
+def rightly_kept(booking: Any) -> int:
+    """What the gateway keeps of a settled booking by right: a late cancellation's penalty."""
+    if booking.status == BookingStatus.CANCELLED.value:
+        return int(booking.cancellation_penalty_minor or 0)
+    return 0
 
 
 class PaymentReconciler:
@@ -50,16 +58,21 @@ class PaymentReconciler:
         with suppress_instrumentation():
             unsettled = await deps.store.unsettled(settled_before=settled_before)
         for booking in unsettled:
-            with suppress_instrumentation():
-                ledger = await deps.gateway.ledger(booking.reservation_id)
-            if money_left(ledger) == 0:
-                await deps.store.mark_settled(booking.booking_id, "checked")
+            # one replica reconciles a booking: the one that takes its lease
+            lease = await deps.store.claim(booking.booking_id, booking.fence)
+            if lease is None:
                 continue
-            try:
-                await self.repair(booking, ledger)
-            except BooklineError as exc:  # the gateway failed: tried again on the next pass
-                log.warning("payment reconciler: repair of %s failed: %s", booking.booking_id, exc.message)
-                continue
+            async with deps.store.keeping(lease):
+                with suppress_instrumentation():
+                    ledger = await deps.gateway.ledger(booking.reservation_id)
+                if money_left(ledger) == rightly_kept(booking):
+                    await deps.store.mark_settled(booking.booking_id, "checked")
+                    continue
+                try:
+                    await self.repair(booking, ledger)
+                except BooklineError as exc:  # the gateway failed: tried again on the next pass
+                    log.warning("payment reconciler: repair of %s failed: %s", booking.booking_id, exc.message)
+                    continue
             repaired += 1
         return repaired
 
@@ -68,8 +81,12 @@ class PaymentReconciler:
         with step_span(deps.tracer, "booking.reconcile", links=link_to(booking.trace_parent)) as span:
             span.set_attribute("booking.id", booking.booking_id)
             span.set_attribute("booking.reservation_id", booking.reservation_id)
-            span.set_attribute("payment.amount_minor", money_left(ledger))
-            action = await return_money(deps, booking)
+            excess = money_left(ledger) - rightly_kept(booking)
+            span.set_attribute("payment.amount_minor", excess)
+            # a refund of its own (its own idempotency key): the cancellation's refund was another
+            action = await return_money(
+                deps, booking, amount_minor=excess if rightly_kept(booking) else None, purpose="reconcile-refund"
+            )
             span.set_attribute("booking.reconcile.action", action)
             if action == "nothing_to_undo":
                 # the money sits under an authorization the saga does not know: a person must look

@@ -38,10 +38,14 @@ class Recovery:
         with suppress_instrumentation():
             stalled = await self.deps.store.needing_recovery(stale_before=stale_before)
         for booking in stalled:
-            if not await self.deps.store.claim(booking.booking_id, booking.updated_at):
+            # one replica takes the booking's lease; the others (and the replica that died, if it
+            # comes back) can no longer write its saga log
+            lease = await self.deps.store.claim(booking.booking_id, booking.fence)
+            if lease is None:
                 continue
             try:
-                await self.recover(booking)
+                async with self.deps.store.keeping(lease):
+                    await self.recover(booking)
                 done += 1
             except Exception as exc:  # noqa: BLE001 - left open, retried on a later pass
                 log.warning("recovery of %s failed: %s", booking.booking_id, exc)

@@ -3,18 +3,23 @@ booking-service's own database. Every method is one short transaction; none span
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, exists, insert, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, case, exists, insert, or_, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from bookline.adapters.db import Database
 from bookline.domain.booking import BookingStatus, check_transition, may_become
 from bookline.domain.errors import NotFound
+from bookline.saga.lease import Lease, LeaseLost, held_for, holding
 from bookline.services.booking.tables import bookings, idempotency_keys, saga_steps
 
 # a step still needs undoing while it is started (outcome unknown) or done
@@ -55,11 +60,21 @@ STORE_BOOKING_KEY_RESPONSE = (
 INSERT_BOOKING = insert(bookings)
 SELECT_BOOKING = select(bookings).where(bookings.c.booking_id == bindparam("booking_id"))
 SELECT_BOOKING_BY_CODE = select(bookings).where(bookings.c.confirmation_code == bindparam("code"))
-SELECT_BOOKING_STATUS = select(bookings.c.status).where(bookings.c.booking_id == bindparam("booking_id"))
 # no SET clause of its own: it sets the columns named in the parameters, besides ``booking``
 UPDATE_BOOKING = update(bookings).where(bookings.c.booking_id == bindparam("booking"))
 # the same, only while the booking's status is one of ``from_statuses``
 UPDATE_BOOKING_FROM = UPDATE_BOOKING.where(bookings.c.status.in_(bindparam("from_statuses", expanding=True)))
+# both, only for the holder of the booking's lease (its fencing token); the first carries a live lease
+# on until ``until`` (a lease given up at the saga's end stays given up)
+FENCED_UPDATE_BOOKING = UPDATE_BOOKING.where(bookings.c.fence == bindparam("held_fence")).values(
+    lease_expires_at=case(
+        (bookings.c.lease_expires_at > bindparam("now"), bindparam("until")), else_=bookings.c.lease_expires_at
+    )
+)
+FENCED_UPDATE_BOOKING_FROM = UPDATE_BOOKING_FROM.where(bookings.c.fence == bindparam("held_fence"))
+SELECT_BOOKING_STATUS_AND_FENCE = select(bookings.c.status, bookings.c.fence).where(
+    bookings.c.booking_id == bindparam("booking_id")
+)
 _BOOKING_COLUMNS = frozenset(bookings.c.keys())
 # a customer's bookings, newest first, after a (created_at, booking_id) key
 SELECT_BOOKINGS_OF_USER = (
@@ -76,9 +91,15 @@ SELECT_BOOKINGS_OF_USER_AFTER = SELECT_BOOKINGS_OF_USER.where(
 )
 SELECT_STEPS = select(saga_steps.c.step, saga_steps.c.status).where(saga_steps.c.booking_id == bindparam("booking_id"))
 
+# a booking nobody holds: its lease ran out (or it never had one)
+_LEASE_OVER = or_(bookings.c.lease_expires_at.is_(None), bookings.c.lease_expires_at < bindparam("now"))
 SELECT_STALE_PENDING = (
     select(bookings)
-    .where(bookings.c.status == BookingStatus.PENDING.value, bookings.c.updated_at < bindparam("stale_before"))
+    .where(
+        bookings.c.status == BookingStatus.PENDING.value,
+        bookings.c.updated_at < bindparam("stale_before"),
+        _LEASE_OVER,
+    )
     .limit(bindparam("limit", type_=Integer))
 )
 SELECT_STALE_WITH_OPEN_STEPS = (
@@ -87,6 +108,7 @@ SELECT_STALE_WITH_OPEN_STEPS = (
     .where(
         bookings.c.status != BookingStatus.PENDING.value,
         bookings.c.updated_at < bindparam("stale_before"),
+        _LEASE_OVER,
         saga_steps.c.status.in_(OPEN),
         # steps that legitimately stay done once the booking is settled
         ~and_(
@@ -122,11 +144,22 @@ SELECT_UNSETTLED = (
     .order_by(bookings.c.updated_at)
     .limit(bindparam("limit", type_=Integer))
 )
-# taken only if nobody touched the booking since it was seen stalled
-CLAIM_STALLED_BOOKING = (
+# the holder's lease carried on while its saga waits (only while it is still the holder's)
+RENEW_LEASE = (
     update(bookings)
-    .where(bookings.c.booking_id == bindparam("booking"), bookings.c.updated_at == bindparam("seen_updated_at"))
-    .values(updated_at=bindparam("now"))
+    .where(
+        bookings.c.booking_id == bindparam("booking"),
+        bookings.c.fence == bindparam("held_fence"),
+        bookings.c.lease_expires_at > bindparam("now"),
+    )
+    .values(lease_expires_at=bindparam("until"))
+)
+# the lease of a booking nobody holds, taken by one replica: the fence it was seen with goes up by one,
+# so of two replicas that saw the same fence only one takes it, and the old holder's writes stop counting
+TAKE_LEASE = (
+    update(bookings)
+    .where(bookings.c.booking_id == bindparam("booking"), bookings.c.fence == bindparam("seen_fence"), _LEASE_OVER)
+    .values(fence=bookings.c.fence + 1, lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"))
 )
 
 
@@ -150,7 +183,12 @@ class KeyTaken(Exception):
 
 
 class SagaStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, owner: str = "", lease_s: float = 15.0, fencing: bool = True) -> None:
+        """``owner``: this replica (its service.instance.id); ``lease_s``: how long a saga holds its
+        booking after its last write; ``fencing`` off (a control test only): any replica writes."""
+        self.owner = owner
+        self.lease_s = lease_s
+        self.fencing = fencing
         self.db = db
 
     # idempotency -----------------------------------------------------------------------------
@@ -165,8 +203,9 @@ class SagaStore:
         request_hash: str,
         booking: dict[str, Any],
         steps: dict[str, str] | None = None,
-    ) -> None:
-        """Claim the idempotency key and record the pending booking and its first step, atomically."""
+    ) -> Lease:
+        """Claim the idempotency key and record the pending booking and its first step, atomically;
+        the booking's lease is this replica's (fence 1)."""
         now = time.time()
         try:
             async with self.db.write() as conn:
@@ -184,11 +223,20 @@ class SagaStore:
                     )
                 await conn.execute(
                     INSERT_BOOKING,
-                    {**_columns(booking), "status": BookingStatus.PENDING.value, "created_at": now, "updated_at": now},
+                    {
+                        **_columns(booking),
+                        "status": BookingStatus.PENDING.value,
+                        "created_at": now,
+                        "updated_at": now,
+                        "fence": 1,
+                        "lease_owner": self.owner,
+                        "lease_expires_at": now + self.lease_s,
+                    },
                 )
                 await self._set_steps(conn, booking["booking_id"], steps, now)
         except IntegrityError as exc:
             raise KeyTaken() from exc
+        return Lease(booking["booking_id"], 1)
 
     async def respond(self, key: str, response: StoredResponse) -> None:
         """Record the answer a key replays from now on (used when a key's booking is abandoned)."""
@@ -237,11 +285,28 @@ class SagaStore:
         steps: dict[str, str] | None = None,
         **booking_values: Any,
     ) -> None:
-        """Set step statuses and booking columns in one transaction."""
+        """Set booking columns and step statuses in one transaction, as the holder of the booking's lease
+        (which this write carries on); :class:`LeaseLost` if another replica took it over."""
         now = time.time()
         async with self.db.write() as conn:
+            # the booking row first: on PostgreSQL its lock orders this write against a take-over
+            values = {**_columns(booking_values), "updated_at": now}
+            await self._update_booking(conn, booking_id, values, now=now, lease_until=now + self.lease_s)
             await self._set_steps(conn, booking_id, steps, now)
-            await conn.execute(UPDATE_BOOKING, {**_columns(booking_values), "updated_at": now, "booking": booking_id})
+
+    async def _update_booking(
+        self, conn: Any, booking_id: str, values: dict[str, Any], *, now: float, lease_until: float
+    ) -> None:
+        """Set ``values`` on the booking; as its lease holder, only while the lease is still ours, and
+        carrying a live lease on until ``lease_until``."""
+        lease = held_for(booking_id) if self.fencing else None
+        if lease is None:
+            if values:
+                await conn.execute(UPDATE_BOOKING, {**values, "booking": booking_id})
+            return
+        params = {**values, "now": now, "until": lease_until, "booking": booking_id, "held_fence": lease.fence}
+        if (await conn.execute(FENCED_UPDATE_BOOKING, params)).rowcount != 1:
+            raise LeaseLost(message=f"booking {booking_id} was taken over by another replica")
 
     async def _set_steps(self, conn: Any, booking_id: str, steps: dict[str, str] | None, now: float) -> None:
         if not steps:
@@ -263,20 +328,26 @@ class SagaStore:
     ) -> None:
         """Move the booking to its final status and store the response its key replays, atomically."""
         now = time.time()
+        lease = held_for(booking_id) if self.fencing else None
+        params = {
+            **_columns(booking_values),
+            "status": status.value,
+            "updated_at": now,
+            "booking": booking_id,
+            "from_statuses": may_become(status),
+        }
         async with self.db.write() as conn:
-            moved = await conn.execute(
-                UPDATE_BOOKING_FROM,
-                {
-                    **_columns(booking_values),
-                    "status": status.value,
-                    "updated_at": now,
-                    "booking": booking_id,
-                    "from_statuses": may_become(status),
-                },
-            )
+            if lease is None:
+                moved = await conn.execute(UPDATE_BOOKING_FROM, params)
+            else:  # the saga is over: its lease is given up with its last write
+                params |= {"held_fence": lease.fence, "lease_expires_at": now}
+                moved = await conn.execute(FENCED_UPDATE_BOOKING_FROM, params)
             if moved.rowcount != 1:
-                # not a status it may leave for this one: say which (raising rolls the transaction back)
-                current = (await conn.execute(SELECT_BOOKING_STATUS, {"booking_id": booking_id})).scalar_one()
+                # not a status it may leave for this one, or not ours any more: say which (raising rolls
+                # the transaction back)
+                current, fence = (await conn.execute(SELECT_BOOKING_STATUS_AND_FENCE, {"booking_id": booking_id})).one()
+                if lease is not None and fence != lease.fence:
+                    raise LeaseLost(message=f"booking {booking_id} was taken over by another replica")
                 check_transition(BookingStatus(current), status)
             await self._set_steps(conn, booking_id, steps, now)
             if key is not None and response is not None:
@@ -301,7 +372,7 @@ class SagaStore:
         """Bookings whose saga stopped: pending and quiet for a while, or ended with a step left open
         (a compensation, a capture or a refund that did not finish)."""
         async with self.db.read() as conn:
-            params = {"stale_before": stale_before, "limit": limit}
+            params = {"stale_before": stale_before, "limit": limit, "now": time.time()}
             pending = (await conn.execute(SELECT_STALE_PENDING, params)).all()
             open_steps = (await conn.execute(SELECT_STALE_WITH_OPEN_STEPS, params)).all()
         return [*pending, *open_steps]
@@ -313,14 +384,50 @@ class SagaStore:
 
     async def mark_settled(self, booking_id: str, how: str) -> None:
         """Record the payment reconciler's verdict (``checked`` or ``repaired``) without touching the
-        booking's own ``updated_at``."""
+        booking's own ``updated_at``; the reconciler's lease is given up with it."""
+        now = time.time()
         async with self.db.write() as conn:
-            await self._set_steps(conn, booking_id, {SETTLE_STEP: how}, time.time())
+            await self._update_booking(conn, booking_id, {}, now=now, lease_until=now)
+            await self._set_steps(conn, booking_id, {SETTLE_STEP: how}, now)
 
-    async def claim(self, booking_id: str, seen_updated_at: float) -> bool:
-        """Take a stalled booking for recovery; False if another worker (or the saga) touched it."""
+    @asynccontextmanager
+    async def keeping(self, lease: Lease) -> AsyncIterator[Lease]:
+        """Hold ``lease`` for the block, renewing it every third of its length while the block runs
+        (a step may wait on a slow dependency longer than the lease lasts); a renewal that finds the
+        lease taken stops renewing, and the block's next write raises :class:`LeaseLost`."""
+        with holding(lease):
+            renewing = asyncio.create_task(self._renew(lease), name=f"lease-{lease.booking_id}")
+            try:
+                yield lease
+            finally:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
+
+    async def _renew(self, lease: Lease) -> None:
+        if not self.fencing:
+            return
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            now = time.time()
+            async with self.db.write() as conn:
+                renewed = await conn.execute(
+                    RENEW_LEASE,
+                    {"booking": lease.booking_id, "held_fence": lease.fence, "now": now, "until": now + self.lease_s},
+                )
+            if renewed.rowcount != 1:
+                return
+
+    async def claim(self, booking_id: str, seen_fence: int) -> Lease | None:
+        """Take the lease of a booking nobody holds (a stalled saga, a cancellation, a reconciliation);
+        None if it is held, or another replica took it first."""
+        if not self.fencing:  # a control test only: every replica believes the booking is its own
+            return Lease(booking_id, seen_fence)
+        now = time.time()
         async with self.db.write() as conn:
             result = await conn.execute(
-                CLAIM_STALLED_BOOKING, {"booking": booking_id, "seen_updated_at": seen_updated_at, "now": time.time()}
-            )
-            return result.rowcount == 1
+                TAKE_LEASE,
+                {"booking": booking_id, "seen_fence": seen_fence, "now": now, "owner": self.owner,
+                 "until": now + self.lease_s},
+            )  # fmt: skip
+        return Lease(booking_id, seen_fence + 1) if result.rowcount == 1 else None

@@ -94,7 +94,13 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         return cls(settings.url_of(service), telemetry, timeout=timeout, credentials=credentials)
 
     deps = SagaDeps(
-        store=SagaStore(db),
+        # a saga belongs to this replica for saga_stale_after_s past its last write (saga/lease.py)
+        store=SagaStore(
+            db,
+            owner=telemetry.instance_id,
+            lease_s=settings.saga_stale_after_s,
+            fencing=not settings.unsafe_disable_saga_fencing,
+        ),
         availability=client(AvailabilityClient, "availability-service"),
         pricing=client(PricingClient, "pricing-engine"),
         gateway=client(GatewayClient, "payment-gateway"),

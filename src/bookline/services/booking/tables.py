@@ -46,6 +46,11 @@ bookings = Table(
     Column("terms", Text, nullable=True),  # JSON: the cancellation terms the stay was sold on
     Column("cancellation_penalty_minor", Integer, nullable=True),  # kept when cancelled late
     Column("refund_minor", Integer, nullable=True),  # what the cancellation refunds
+    # the saga's lease (saga/lease.py): which replica runs it, until when, and the fencing token that
+    # every write of the saga log must present
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("fence", Integer, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     # GET /bookings: a customer's bookings, newest first
