@@ -113,12 +113,25 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def up(
     data_dir: DataDirOption = None,
     ready_timeout: Annotated[float, typer.Option(help="seconds to wait for every /readyz before giving up")] = 60.0,
+    replicas: Annotated[
+        str | None,
+        typer.Option(
+            help="processes of each service, sharing its port: N for every service, or booking=3,availability=2 "
+            "(more than one needs PostgreSQL and NATS)"
+        ),
+    ] = None,
 ) -> None:
-    """Run every service, one process each, in the foreground until Ctrl-C."""
+    """Run every service, one process each (or --replicas), in the foreground until Ctrl-C."""
+    from bookline.replicas import ReplicasError, check_backend, parse_replicas
     from bookline.runner import run_stack
 
     settings = _settings(data_dir)
-    raise typer.Exit(run_stack(settings, console=console, ready_timeout=ready_timeout))
+    try:
+        counts = parse_replicas(replicas)
+        check_backend(counts, settings)
+    except ReplicasError as exc:
+        raise _fail(str(exc), code=2) from None
+    raise typer.Exit(run_stack(settings, console=console, ready_timeout=ready_timeout, replicas=counts))
 
 
 @app.command()

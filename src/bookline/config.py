@@ -53,6 +53,8 @@ class Settings(BaseSettings):
 
     # network
     host: str = "127.0.0.1"
+    # set by `bookline up --replicas` for each replica: the service's port is bound by several processes
+    reuse_port: bool = Field(default=False, description="bind the service's port with SO_REUSEPORT (replicas)")
     booking_port: int = 8000
     availability_port: int = 8001
     pricing_port: int = 8002
@@ -110,6 +112,10 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 0.1
     queue_poll_interval_s: float = 0.1
     queue_visibility_timeout_s: float = 30.0
+    # nats://host:4222 selects NATS JetStream (replicas); unset: the embedded SQLite queue (DATA_DIR/queue.db)
+    queue_url: str | None = Field(
+        default=None, description="nats://host:port of NATS JetStream; unset: the SQLite queue"
+    )
     # may hold a password, so it is a secret like admin_token: never shown by repr, str or a dump
     smtp_url: SecretStr | None = Field(
         default=None,

@@ -57,10 +57,11 @@ class ChildSpec:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
-def service_children(settings: Settings) -> list[ChildSpec]:
-    """The children of ``bookline up``: ``python -m bookline serve NAME`` for every service, and the
-    local telemetry store with every service exporting to it, unless the user chose an OTLP endpoint
-    (then telemetry goes there) or turned telemetry off (then no store is started)."""
+def service_children(settings: Settings, replicas: Mapping[str, int] | None = None) -> list[ChildSpec]:
+    """The children of ``bookline up``: ``python -m bookline serve NAME`` for every service (``replicas``
+    processes of it, sharing its port, named ``NAME#1``, ``NAME#2`` ...), and the local telemetry store
+    with every service exporting to it, unless the user chose an OTLP endpoint (then telemetry goes
+    there) or turned telemetry off (then no store is started)."""
     env = dict(os.environ)
     env["BOOKLINE_DATA_DIR"] = str(private_dir(Path(settings.data_dir)).resolve())
     # every service's key pair, the local token issuer's and the store's ingest token: no step for the user
@@ -73,16 +74,21 @@ def service_children(settings: Settings) -> list[ChildSpec]:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = settings.url_of(TELEMETRY_STORE.name)
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
         env.setdefault("BOOKLINE_TRACE_VIEW_URL", settings.url_of(TELEMETRY_STORE.name) + "/traces/{trace_id}")
-    return [
-        ChildSpec(
-            name=spec.name,
-            command=[sys.executable, "-m", "bookline", "serve", spec.name],
-            port=settings.port_of(spec.name),
-            host=settings.telemetry_host if spec is TELEMETRY_STORE else settings.host,
-            env=env,
-        )
-        for spec in specs
-    ]
+    children = []
+    for spec in specs:
+        count = (replicas or {}).get(spec.name, 1)
+        for replica in range(1, count + 1):
+            children.append(
+                ChildSpec(
+                    name=spec.name if count == 1 else f"{spec.name}#{replica}",
+                    command=[sys.executable, "-m", "bookline", "serve", spec.name],
+                    port=settings.port_of(spec.name),
+                    host=settings.telemetry_host if spec is TELEMETRY_STORE else settings.host,
+                    # the replicas of a service bind its port together (SO_REUSEPORT)
+                    env=env if count == 1 else {**env, "BOOKLINE_REUSE_PORT": "true"},
+                )
+            )
+    return children
 
 
 class RestartPolicy(Protocol):
@@ -191,7 +197,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until stopped; 0 after a requested stop, 1 after any failure."""
-        busy = [c for c in self.children if _port_in_use(c.host, c.port)]
+        # replicas share their port: each port is asked about once
+        busy = list({(c.host, c.port): c for c in self.children if _port_in_use(c.host, c.port)}.values())
         if busy:
             for c in busy:
                 self._say(f"port {c.port} ({c.host}) needed by {c.name} is already in use", "bold red")
@@ -363,10 +370,17 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def run_stack(settings: Settings, *, console: Console | None = None, ready_timeout: float = 60.0) -> int:
-    """``bookline up``: supervise every service of Bookline with these settings."""
+def run_stack(
+    settings: Settings,
+    *,
+    console: Console | None = None,
+    ready_timeout: float = 60.0,
+    replicas: Mapping[str, int] | None = None,
+) -> int:
+    """``bookline up``: supervise every service of Bookline with these settings (``replicas`` processes
+    of each, one by default)."""
     return Supervisor(
-        service_children(settings),
+        service_children(settings, replicas),
         console=console,
         ready_timeout=ready_timeout,
         restart_policy=RestartUpTo(settings.service_restart_limit, settings.service_restart_window_s),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,20 @@ def app_factory(service: ServiceSpec) -> Callable[..., Any]:
     return module.build_app  # type: ignore[no-any-return]
 
 
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` that other processes bind too (``SO_REUSEPORT``): the kernel
+    spreads incoming connections over the replicas of a service, and a replica that dies only stops
+    taking new ones."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(service_name: str, settings: Settings) -> None:
     """Serve one service with uvicorn until SIGINT/SIGTERM, then flush its telemetry."""
     import uvicorn
@@ -72,6 +87,10 @@ def serve(service_name: str, settings: Settings) -> None:
             timeout_graceful_shutdown=3,
         )
         # exits with code 3 by itself when the app's startup fails, 1 when the port is taken
-        uvicorn.Server(config).run()
+        server = uvicorn.Server(config)
+        if settings.reuse_port:  # one replica of several: they bind the service's port together
+            server.run(sockets=[shared_socket(config.host, config.port)])
+        else:
+            server.run()
     finally:
         telemetry.shutdown()

@@ -102,8 +102,13 @@ DELETE_ALL_CLAIMS = delete(room_night_claims).where(_claims.reservation_id == bi
 
 # -- sweeper --------------------------------------------------------------------------------------
 
+# the holds one sweeper takes: on PostgreSQL the rows are locked until its transaction ends and a sweeper
+# of another replica skips them (SQLite has one writer at a time anyway)
 SELECT_EXPIRED_HOLD_IDS = (
-    select(holds.c.reservation_id).where(holds.c.status == "held", holds.c.expires_at <= bindparam("now")).limit(500)
+    select(holds.c.reservation_id)
+    .where(holds.c.status == "held", holds.c.expires_at <= bindparam("now"))
+    .limit(500)
+    .with_for_update(skip_locked=True)
 )
 
 DELETE_HELD_CLAIMS_OF_RESERVATIONS = delete(room_night_claims).where(
@@ -113,6 +118,6 @@ DELETE_HELD_CLAIMS_OF_RESERVATIONS = delete(room_night_claims).where(
 
 EXPIRE_HOLDS = (
     update(holds)
-    .where(holds.c.reservation_id.in_(bindparam("reservations", expanding=True)))
+    .where(holds.c.reservation_id.in_(bindparam("reservations", expanding=True)), holds.c.status == "held")
     .values(status="expired", updated_at=bindparam("now"))
 )

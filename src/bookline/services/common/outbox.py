@@ -32,8 +32,10 @@ from sqlalchemy import (
     Table,
     Text,
     Update,
+    and_,
     bindparam,
     insert,
+    or_,
     select,
     update,
 )
@@ -57,6 +59,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("headers", Text, nullable=False),  # JSON: the trace context of the writer
         Column("created_at", Float, nullable=False),  # unix seconds
         Column("published_at", Float, nullable=True),  # NULL until relayed
+        # which relay took the row, until when (replicas: one relay publishes a row at a time)
+        Column("claimed_by", String(64), nullable=True),
+        Column("claimed_until", Float, nullable=True),
         Index("ix_outbox_published_at", "published_at"),
     )
 
@@ -65,6 +70,8 @@ def outbox_table(metadata: MetaData) -> Table:
 class _Statements:
     insert_event: Insert
     select_unpublished: Select
+    claim_unpublished: Update
+    release_claims: Update
     mark_published: Update
 
 
@@ -72,12 +79,34 @@ class _Statements:
 def _statements(table: Table) -> _Statements:
     """The statements on one outbox table, built once: constructing them on every call cost more
     CPU than running them."""
+    # unpublished, and nobody's (any more), or this relay's own
+    claimable = and_(
+        table.c.published_at.is_(None),
+        or_(
+            table.c.claimed_until.is_(None),
+            table.c.claimed_until < bindparam("now"),
+            table.c.claimed_by == bindparam("owner"),
+        ),
+    )
+    # on PostgreSQL a relay of another replica skips the rows this one is claiming (SQLite: one writer)
+    batch = (
+        select(table.c.event_id)
+        .where(claimable)
+        .order_by(table.c.created_at, table.c.event_id)
+        .limit(bindparam("batch_size", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
     return _Statements(
         insert_event=insert(table),
-        select_unpublished=select(table.c.event_id, table.c.topic, table.c.payload, table.c.headers)
-        .where(table.c.published_at.is_(None))
-        .order_by(table.c.created_at, table.c.event_id)
-        .limit(bindparam("batch_size", type_=Integer)),
+        # whether there is anything to claim: an idle poll reads, it does not write
+        select_unpublished=select(table.c.event_id).where(claimable).limit(1),
+        claim_unpublished=update(table)
+        .where(table.c.event_id.in_(batch.scalar_subquery()))
+        .values(claimed_by=bindparam("owner"), claimed_until=bindparam("until"))
+        .returning(table.c.event_id, table.c.topic, table.c.payload, table.c.headers, table.c.created_at),
+        release_claims=update(table)
+        .where(table.c.claimed_by == bindparam("owner"), table.c.published_at.is_(None))
+        .values(claimed_until=None),
         # the event id is passed as ``event``: SQLAlchemy reserves column names for the SET clause
         mark_published=update(table)
         .where(table.c.event_id == bindparam("event"), table.c.published_at.is_(None))
@@ -131,7 +160,13 @@ class OutboxRelay:
         *,
         poll_interval_s: float,
         batch_size: int = 100,
+        owner: str = "",
+        claim_s: float = 30.0,
     ) -> None:
+        """``owner``: this replica; ``claim_s``: how long a claimed row is this relay's to publish
+        (then another relay may take it; the queue keeps one message per id either way)."""
+        self.owner = owner
+        self.claim_s = claim_s
         self.db = db
         self.table = table
         self.queue = queue
@@ -154,20 +189,37 @@ class OutboxRelay:
         await _stop_task(task, timeout_s)
 
     async def relay_once(self) -> int:
-        """Publish one batch of unpublished rows; returns how many were published.
+        """Claim one batch of unpublished rows and publish them; returns how many were published.
 
-        Stops at the first row that fails (it is retried on the next call), so events of one
-        service leave in the order they were written.
+        With replicas, each relay claims its own rows (``claim_s``), so one event is published by one
+        relay. Stops at the first row that fails (it is retried once its claim runs out), so events a
+        relay publishes leave in the order they were written.
         """
-        query = _statements(self.table).select_unpublished
+        statements = _statements(self.table)
+        now = time.time()
         # an idle poll every few hundred ms must not leave a root trace of its SELECT each time
         with suppress_instrumentation():
             async with self.db.read() as conn:
-                rows = (await conn.execute(query, {"batch_size": self.batch_size})).all()
+                found = await conn.execute(statements.select_unpublished, {"now": now, "owner": self.owner})
+                if found.first() is None:
+                    return 0
+            async with self.db.write() as conn:
+                claimed = await conn.execute(
+                    statements.claim_unpublished,
+                    {"now": now, "batch_size": self.batch_size, "owner": self.owner, "until": now + self.claim_s},
+                )
+                rows = sorted(claimed.all(), key=lambda r: (r.created_at, r.event_id))
         published = 0
-        for row in rows:
-            await self._publish(row.event_id, row.topic, json.loads(row.payload), json.loads(row.headers))
-            published += 1
+        try:
+            for row in rows:
+                await self._publish(row.event_id, row.topic, json.loads(row.payload), json.loads(row.headers))
+                published += 1
+        except BaseException:
+            # what this relay could not publish is anyone's again at once, not when its claim runs out
+            with suppress_instrumentation():
+                async with self.db.write() as conn:
+                    await conn.execute(statements.release_claims, {"owner": self.owner})
+            raise
         return published
 
     async def _publish(

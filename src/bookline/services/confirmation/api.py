@@ -111,7 +111,9 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     auth = Auth(settings, NAME)
     booking_only = [Depends(auth.services("booking-service"))]
     queue = SqliteQueue(settings.queue_path, visibility_timeout_s=settings.queue_visibility_timeout_s)
-    relay = OutboxRelay(db, outbox, queue, telemetry, poll_interval_s=settings.outbox_poll_interval_s)
+    relay = OutboxRelay(
+        db, outbox, queue, telemetry, poll_interval_s=settings.outbox_poll_interval_s, owner=telemetry.instance_id
+    )
     tracer = telemetry.tracer
     admin_token = resolve_admin_token(settings)
     notifications = NotificationClient(

@@ -13,6 +13,7 @@ sends at most one e-mail per booking and kind, so a resend can never send twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import Link, Tracer, get_current_span
 from sqlalchemy import Integer, bindparam, exists, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from bookline.adapters.db import Database
 from bookline.services.common.outbox import add_to_outbox
@@ -107,7 +109,8 @@ class NotificationReconciler:
         ]
 
     async def _mark(self, event: PublishedEvent, status: str) -> None:
-        with suppress_instrumentation():
+        with suppress_instrumentation(), contextlib.suppress(IntegrityError):
+            # IntegrityError: a reconciler of another replica checked it first (the primary key decides)
             async with self.db.write() as conn:
                 await conn.execute(
                     INSERT_CHECK, {"event_id": event.event_id, "status": status, "checked_at": time.time()}
@@ -121,11 +124,16 @@ class NotificationReconciler:
             span.set_attribute("booking.id", booking_id)
             span.set_attribute("booking.reservation_id", str(event.payload.get("reservation_id")))
             span.set_attribute("notification.kind", kind)
-            async with self.db.write() as conn:
-                # the new event carries this span's context: its delivery continues this trace
-                new_id = await add_to_outbox(conn, outbox, topic=event.topic, payload=event.payload)
-                await conn.execute(
-                    INSERT_CHECK, {"event_id": event.event_id, "status": "resent", "checked_at": time.time()}
-                )
+            try:
+                async with self.db.write() as conn:
+                    # the new event carries this span's context: its delivery continues this trace; the
+                    # check's primary key lets one replica's reconciler write it, in one transaction
+                    new_id = await add_to_outbox(conn, outbox, topic=event.topic, payload=event.payload)
+                    await conn.execute(
+                        INSERT_CHECK, {"event_id": event.event_id, "status": "resent", "checked_at": time.time()}
+                    )
+            except IntegrityError:
+                span.set_attribute("confirmation.resent_by_another_replica", True)
+                return
             span.set_attribute("messaging.message.id", new_id)
         log.warning("no %s e-mail was sent for booking %s: its event was written again", kind, booking_id)
