@@ -15,8 +15,12 @@ with a bearer token minted up front with the stack's local issuer (its key is in
 measured window, as it would a customer's. The stacks' booking rate limits are raised out of the way
 (``RATE_LIMITS``): every booking comes from one address, and the benchmark measures bookings, not limits.
 
+With ``--backend postgres-nats`` every stack runs on PostgreSQL (127.0.0.1:5432, a schema prefix of
+its own, dropped afterwards) and NATS JetStream (127.0.0.1:4222), ``--replicas N`` processes of each
+service; the CPU of the PostgreSQL and NATS servers and PostgreSQL's transactions are counted too.
+
     python bench/bookings.py [--bookings 2000] [--rounds 4] [--concurrency 32] [--warmup 100]
-                             [--modes on,store,off]
+                             [--modes on,store,off] [--backend sqlite|postgres-nats] [--replicas N]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bookline.auth.customers import LocalIssuer
 from bookline.config import SERVICES, TELEMETRY_STORE, Settings
@@ -47,6 +52,9 @@ from bookline.load.customers import Customers, pool_size
 from bookline.load.guests import guest_of
 
 ROOMS_PER_PROPERTY = 20
+BACKENDS = {"sqlite": "SQLite and the embedded queue", "postgres-nats": "PostgreSQL and NATS JetStream"}
+PG_URL = os.environ.get("BOOKLINE_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+NATS_URL = os.environ.get("BOOKLINE_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 # every booking comes from one address, and a customer books many times a minute here: no limit must bind
 RATE_LIMITS = {
     "BOOKLINE_RATE_LIMIT_BOOKINGS_PER_CUSTOMER": "1000000/minute",
@@ -58,11 +66,16 @@ class _Sink(BaseHTTPRequestHandler):
     """Accepts OTLP/HTTP exports: an empty protobuf body is a valid Export*ServiceResponse."""
 
     received = Counter()
+    spans = 0
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server API
         length = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(length)
+        body = self.rfile.read(length)
         _Sink.received[self.path] += length
+        if self.path == "/v1/traces":
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            _Sink.spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -107,7 +120,7 @@ def start_stack(data_dir: Path, extra_env: dict[str, str]) -> tuple[subprocess.P
         stdout=subprocess.DEVNULL,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bookline", "up", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "bookline", "up", "--data-dir", str(data_dir), "--replicas", str(args.replicas)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -202,25 +215,69 @@ async def drive(
         return latencies, outcomes, time.perf_counter() - started
 
 
+# servers a postgres-nats stack shares, by the name of their processes (their CPU counts as a tier)
+SERVERS = {"postgres": "postgres", "nats-server": "nats"}
+
+
 def service_cpu_seconds(supervisor_pid: int) -> dict[str, float]:
-    """CPU time (user + system) used so far by each service process of a ``bookline up``, and by
-    ``bookline up`` itself (it relays every line the services log)."""
+    """CPU time (user + system) used so far by each service of a ``bookline up`` (its replicas added
+    up), by ``bookline up`` itself (it relays every line the services log), and by the PostgreSQL and
+    NATS servers."""
     ticks = os.sysconf("SC_CLK_TCK")
-    found = {}
+    found: Counter = Counter()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            head, tail = stat.read_text().rsplit(")", 1)
+            fields = tail.split()
+            cpu = (int(fields[11]) + int(fields[12])) / ticks
+            comm = head.split("(", 1)[1]
             if stat.parent.name == str(supervisor_pid):
-                found["up"] = (int(fields[11]) + int(fields[12])) / ticks
+                found["up"] += cpu
+                continue
+            if args.backend != "sqlite" and comm in SERVERS:
+                found[SERVERS[comm]] += cpu
                 continue
             if int(fields[1]) != supervisor_pid:
                 continue
             cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError):
+        except (OSError, IndexError, ValueError):
             continue
         name = cmdline[cmdline.index(b"serve") + 1].decode() if b"serve" in cmdline else "?"
-        found[name] = (int(fields[11]) + int(fields[12])) / ticks
-    return found
+        found[name] += cpu
+    return dict(found)
+
+
+def pg_transactions() -> int:
+    """Transactions committed so far in the benchmark's PostgreSQL database (every stack's)."""
+    import asyncpg
+
+    async def read() -> int:
+        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
+        try:
+            return int(
+                await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def drop_schemas(prefix: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
+        try:
+            names = await conn.fetch(
+                "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE $1", prefix + "%"
+            )
+            for row in names:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{row["schema_name"]}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 def mint_customers(data_dir: Path, bookings: int) -> Customers:
@@ -241,7 +298,13 @@ class Mode:
     """One stack under test: started on its own data directory, then driven round after round."""
 
     def __init__(self, key: str, name: str, env: dict[str, str]) -> None:
-        self.key, self.name, self.env = key, name, env
+        self.key, self.name = key, name
+        self.prefix = f"bench{uuid.uuid4().hex[:8]}_"
+        if args.backend == "postgres-nats":
+            # a schema prefix and a queue of the stack's own: the modes share the servers, nothing else
+            env = {**env, "BOOKLINE_DATABASE_URL": PG_URL, "BOOKLINE_DB_SCHEMA_PREFIX": self.prefix,
+                   "BOOKLINE_QUEUE_URL": NATS_URL, "BOOKLINE_QUEUE_STREAM_PREFIX": self.prefix}  # fmt: skip
+        self.env = env
         self.tmp = tempfile.TemporaryDirectory(prefix=f"bookline-bench-{key}-")
         self.proc, self.urls = start_stack(Path(self.tmp.name), env)
         self.customers = mint_customers(Path(self.tmp.name), args.warmup + args.bookings)
@@ -250,9 +313,11 @@ class Mode:
         self.outcomes: Counter = Counter()
         self.wall_s = 0.0
         self.cpu_s: Counter = Counter()
+        self.transactions = 0
 
     def drive(self, bookings: int, *, measured: bool = True) -> None:
         cpu_before = service_cpu_seconds(self.proc.pid)
+        transactions_before = pg_transactions() if args.backend == "postgres-nats" else 0
         latencies, outcomes, elapsed = asyncio.run(
             drive(self.urls, bookings, args.concurrency, self.next_room, self.customers)
         )
@@ -261,8 +326,10 @@ class Mode:
         # not in the next mode's round (nothing is measured meanwhile, the CPU they take is counted)
         time.sleep(1.0)
         cpu_after = service_cpu_seconds(self.proc.pid)
+        transactions = pg_transactions() - transactions_before if args.backend == "postgres-nats" else 0
         if not measured:
             return
+        self.transactions += transactions
         self.latencies += latencies
         self.outcomes += outcomes
         self.wall_s += elapsed
@@ -272,6 +339,8 @@ class Mode:
     def stop(self) -> None:
         stop_stack(self.proc)
         self.tmp.cleanup()
+        if args.backend == "postgres-nats":
+            drop_schemas(self.prefix)
 
     def result(self) -> dict:
         booked = sum(self.outcomes.values())
@@ -283,6 +352,7 @@ class Mode:
             "wall_s": self.wall_s,
             # CPU milliseconds each process spent per booking (tokenization included, it is small)
             "cpu_ms": {k: v * 1000 / booked for k, v in self.cpu_s.items()},
+            "transactions": self.transactions / booked,
             "p50": percentile(self.latencies, 50) * 1000,
             "p95": percentile(self.latencies, 95) * 1000,
             "p99": percentile(self.latencies, 99) * 1000,
@@ -325,7 +395,8 @@ def main() -> None:
     modes = tuple(results.values())
     print(
         f"\n{args.bookings} bookings per mode over distinct rooms, concurrency {args.concurrency}, "
-        f"{args.rounds} rounds taking turns between the modes, {os.cpu_count()} CPUs, SQLite\n"
+        f"{args.rounds} rounds taking turns between the modes, {os.cpu_count()} CPUs, {BACKENDS[args.backend]}, "
+        f"{args.replicas} replica(s) of each service\n"
     )
     print(f"{'mode':28} {'confirmed':>9} {'bookings/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for r in modes:
@@ -349,6 +420,16 @@ def main() -> None:
             cost = (off["per_s"] - results[key]["per_s"]) / off["per_s"] * 100
             print(f"\ntracing {label} costs {cost:.1f}% of throughput", end="")
     print(f"\nthe sink received {sum(_Sink.received.values()) / 1e6:.1f} MB of OTLP ({dict(_Sink.received)})")
+    if "on" in results:
+        exported = args.warmup + args.bookings
+        print(
+            f"per booking exported over OTLP: {_Sink.spans / exported:.1f} spans, "
+            f"{_Sink.received['/v1/traces'] / exported / 1000:.1f} kB of traces (warm-up included)"
+        )
+    if args.backend == "postgres-nats":
+        print("PostgreSQL transactions committed per booking (every stack's, while each one booked):")
+        for r in modes:
+            print(f"  {r['mode']:28} {r['transactions']:.1f}")
 
 
 if __name__ == "__main__":
@@ -358,6 +439,8 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=4, help="rounds per mode, taking turns between modes")
     parser.add_argument("--properties", type=int, default=150)
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="sqlite")
+    parser.add_argument("--replicas", type=int, default=1, help="processes of each service (postgres-nats only)")
     parser.add_argument(
         "--modes",
         type=lambda v: v.split(","),
@@ -369,6 +452,8 @@ if __name__ == "__main__":
         parser.error("--modes takes on, store and off")
     if not 1 <= args.rounds <= args.bookings:
         parser.error("--rounds must be between 1 and --bookings")
+    if args.replicas != 1 and args.backend == "sqlite":
+        parser.error("--replicas needs --backend postgres-nats")
     if (args.bookings + args.warmup) > args.properties * ROOMS_PER_PROPERTY:
         parser.error("more bookings than rooms: raise --properties")
     main()
