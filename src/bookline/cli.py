@@ -100,6 +100,14 @@ def keys(data_dir: DataDirOption = None) -> None:
     console.print(f"keys in {provision_keys(settings).path}")
 
 
+@app.command()
+def migrate(data_dir: DataDirOption = None) -> None:
+    """Bring every service's database to its newest revision, as a deploy job before the services; safe to run again."""
+    from bookline.migrate import run_migrate
+
+    raise typer.Exit(run_migrate(_settings(data_dir), console=console))
+
+
 def _settings(data_dir: Path | None) -> Settings:
     return Settings(data_dir=data_dir) if data_dir is not None else Settings()
 

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     queue_url: str | None = Field(
         default=None, description="nats://host:port of NATS JetStream; unset: the SQLite queue"
     )
+    queue_stream_prefix: str = Field(
+        default="", description="prefix of the JetStream stream's name (<prefix>BOOKLINE), to keep Bookline runs apart"
+    )
     # may hold a password, so it is a secret like admin_token: never shown by repr, str or a dump
     smtp_url: SecretStr | None = Field(
         default=None,

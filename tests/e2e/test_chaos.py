@@ -10,7 +10,11 @@ audit fail: the audit is proven able to see what it checks.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +28,8 @@ import httpx
 import pytest
 
 from bookline.config import SERVICES, TELEMETRY_STORE
+from support.nats import NATS_URL, delete_streams, require_nats
+from support.postgres import PG_URL, drop_schemas, new_prefix, require_postgres
 from support.up import RunningUp, bookline_up, up_env
 
 pytestmark = pytest.mark.stack
@@ -65,8 +71,12 @@ def set_faults(up: RunningUp, data_dir: Path, *assignments: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+CRASHED = re.compile(r"booking-service(#\d+)? exited unexpectedly")
+
+
 def crashes(up: RunningUp) -> int:
-    return sum("booking-service exited unexpectedly" in line for line in up.lines)
+    """How often booking-service (any replica of it) exited at a crash point."""
+    return sum(bool(CRASHED.search(line)) for line in up.lines)
 
 
 def answering(up: RunningUp, stop: threading.Event, timeout: float = 30.0) -> None:
@@ -213,3 +223,129 @@ def test_control_without_the_room_night_key_the_audit_finds_the_double_booking(t
     assert doubles, report["violations"]
     assert all(v["booking_id"] and v["trace_id"] for v in doubles), doubles
     assert doubles[0]["booking_id"] in done.stdout
+
+
+# ---- the same day on PostgreSQL and NATS JetStream, two replicas of every service ------------------
+
+
+def replicated_env(prefix: str, **extra: str) -> dict[str, str]:
+    return {**FAST_RECOVERY, "BOOKLINE_DATABASE_URL": PG_URL, "BOOKLINE_DB_SCHEMA_PREFIX": prefix,
+            "BOOKLINE_QUEUE_URL": NATS_URL, "BOOKLINE_QUEUE_STREAM_PREFIX": prefix, **extra}  # fmt: skip
+
+
+def replica_pids(up: RunningUp, service: str) -> list[int]:
+    """The processes ``bookline up`` runs for ``service``, one per replica."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == up.process.pid and service.encode() in cmdline:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def kill_one_replica_each(up: RunningUp, stop: threading.Event, after_s: float) -> list[int]:
+    """In the middle of the load, ``kill -9`` one replica of booking-service and of availability-service."""
+    if stop.wait(after_s):
+        return []
+    killed = []
+    for service in ("booking-service", "availability-service"):
+        pids = replica_pids(up, service)
+        assert len(pids) == 2, (service, pids)
+        os.kill(pids[0], signal.SIGKILL)
+        killed.append(pids[0])
+    return killed
+
+
+def taken_over(prefix: str) -> int:
+    """Bookings whose saga another replica finished or compensated (their fencing token went up)."""
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
+        try:
+            return int(await conn.fetchval(f'SELECT count(*) FROM "{prefix}booking".bookings WHERE fence > 1'))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+@pytest.mark.postgres
+def test_replicated_on_postgres_and_nats_no_booking_and_no_money_is_lost_when_a_replica_is_killed(
+    tmp_path: Path,
+) -> None:
+    require_postgres()
+    require_nats()
+    prefix = new_prefix()
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    try:
+        with bookline_up(data_dir, env=replicated_env(prefix), properties=6, rooms_per_property=10,
+                         args=("--replicas", "2")) as up:  # fmt: skip
+            set_faults(up, data_dir, *FAULTS)
+            stop = threading.Event()
+            hit: list[str] = []
+            killed: list[int] = []
+            crasher = threading.Thread(target=lambda: hit.extend(crash_a_few_times(up, data_dir, stop)))
+            killer = threading.Thread(target=lambda: killed.extend(kill_one_replica_each(up, stop, 10.0)))
+            crasher.start()
+            killer.start()
+            try:
+                load = run_load(
+                    up, tmp_path / "load.json", "--rate", "15", "--duration", "25s", "--concurrency", "64",
+                    "--mix", "search=10,book=70,cancel=10,duplicate=10", "--hot-rooms", "2",
+                )  # fmt: skip
+            finally:
+                stop.set()
+                crasher.join()
+                killer.join()
+            set_faults(up, data_dir, *(f"crash.{p}=" for p in set(CRASH_POINTS)))
+
+            code, output, report = audit_until_settled(up, data_dir, tmp_path / "audit.json", timeout=150)
+
+            assert code == 0, output
+            assert not in_flight(report) and "pending" not in report["bookings"], output
+            assert all(c["status"] == "pass" for c in report["checks"]), output
+            assert len(killed) == 2, killed
+            assert sum("was killed by SIGKILL" in line for line in up.lines) >= 2, up.output()[-3000:]
+            # the bookings the killed and crashed replicas were running, finished by another one
+            assert taken_over(prefix) >= 1
+            book = outcomes(load, "book")
+            assert book.get("201", 0) >= 30, book
+            assert sum(report["bookings"].values()) >= 150, report["bookings"]
+    finally:
+        asyncio.run(drop_schemas(prefix))
+        asyncio.run(delete_streams(prefix))
+
+
+@pytest.mark.postgres
+def test_control_replicated_without_the_room_night_key_the_audit_finds_the_double_booking(tmp_path: Path) -> None:
+    require_postgres()
+    require_nats()
+    prefix = new_prefix()
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    env = replicated_env(prefix, BOOKLINE_UNSAFE_DISABLE_ROOM_NIGHT_GUARD="true")
+    try:
+        with bookline_up(data_dir, env=env, properties=2, rooms_per_property=4, args=("--replicas", "2")) as up:
+            for attempt in range(BURSTS):
+                run_load(
+                    up, tmp_path / f"load-{attempt}.json", "--rate", "300", "--duration", "1s", "--concurrency",
+                    "128", "--mix", "book=100", "--hot-rooms", "4", "--hot-share", "1", seed=4 + attempt,
+                )  # fmt: skip
+                time.sleep(3)
+                done = bookline(up, "audit", "--json", str(tmp_path / "audit.json"), "--data-dir", str(data_dir))
+                if done.returncode == 1:
+                    break
+        report = json.loads((tmp_path / "audit.json").read_text())
+        assert done.returncode == 1, done.stdout + done.stderr
+        doubles = [v for v in report["violations"]
+                   if v["check"] in ("room_night_claimed_once", "confirmed_bookings_never_overlap")]  # fmt: skip
+        assert doubles, report["violations"]
+    finally:
+        asyncio.run(drop_schemas(prefix))
+        asyncio.run(delete_streams(prefix))

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +69,9 @@ def bookline_up(
     env: dict[str, str] | None = None,
     properties: int = 3,
     rooms_per_property: int = 6,
+    args: Sequence[str] = (),
 ) -> Iterator[RunningUp]:
+    """``bookline up`` on free ports with ``env``; ``args`` go on its command line (``--replicas 2``)."""
     specs = (*SERVICES, TELEMETRY_STORE)
     ports = dict(zip((s.key for s in specs), free_ports(len(specs)), strict=True))
     full_env = up_env(ports, env)
@@ -79,7 +81,7 @@ def bookline_up(
         env=full_env, check=True, capture_output=True,
     )  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "bookline", "up", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "bookline", "up", "--data-dir", str(data_dir), *args],
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
-from bookline.adapters.queue.port import Delivery
+from bookline.adapters.queue.port import Delivery, QueueClosed
 from bookline.faults import fire, strikes
 
 T = TypeVar("T")
@@ -80,10 +80,6 @@ _SCHEMA = (
 )
 
 
-class QueueClosed(RuntimeError):
-    pass
-
-
 class SqliteQueue:
     """A :class:`~bookline.adapters.queue.port.MessageQueue` in one SQLite file (WAL).
 
@@ -91,6 +87,8 @@ class SqliteQueue:
     the parent folder. ``redelivery_rate`` (the fault ``queue.redelivery_rate``, asked on every ack)
     is the probability that an acked message is delivered once more, ``redelivery_delay_s`` later.
     """
+
+    messaging_system = "bookline-sqlite-queue"
 
     def __init__(
         self,

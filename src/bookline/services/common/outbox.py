@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bookline.adapters.db import Database
-from bookline.adapters.queue.port import MESSAGING_SYSTEM, MessageQueue
+from bookline.adapters.queue.port import MessageQueue
 from bookline.telemetry import ServiceTelemetry, extract_context, inject_context
 
 log = logging.getLogger("bookline.outbox")
@@ -226,7 +226,7 @@ class OutboxRelay:
         self, event_id: str, topic: str, payload: dict[str, Any], stored_headers: dict[str, str]
     ) -> None:
         attributes: dict[str, Any] = {
-            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.system": self.queue.messaging_system,
             "messaging.operation.name": "publish",
             "messaging.operation.type": "send",
             "messaging.destination.name": topic,

@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from bookline.adapters.migrations import script_location
-from bookline.adapters.queue.sqlite import SqliteQueue
+from bookline.adapters.queue import queue_from
 from bookline.admin_token import resolve_admin_token
 from bookline.auth.customers import SUBJECT
 from bookline.auth.services import ServiceCredentials
@@ -110,7 +110,7 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
     )
     auth = Auth(settings, NAME)
     booking_only = [Depends(auth.services("booking-service"))]
-    queue = SqliteQueue(settings.queue_path, visibility_timeout_s=settings.queue_visibility_timeout_s)
+    queue = queue_from(settings, client_name=NAME)
     relay = OutboxRelay(
         db, outbox, queue, telemetry, poll_interval_s=settings.outbox_poll_interval_s, owner=telemetry.instance_id
     )

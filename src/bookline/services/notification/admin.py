@@ -5,6 +5,7 @@ of its database and of the queue it consumes (not of the e-mails: they are addre
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -14,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from bookline.adapters.db import Database
+from bookline.adapters.queue import queue_from
 from bookline.config import Settings
 from bookline.services.common.admin import (
     DEFAULT_PAGE_ROWS,
@@ -83,6 +85,29 @@ def scan_queue(path: Path, scan: AnyScan, since: float | None = None) -> None:
         conn.close()
 
 
+async def scan_the_queue(settings: Settings, scan: AnyScan, since: float | None) -> None:
+    """The queue's messages, examined like rows: the SQLite file, or the JetStream stream read through
+    a consumer of the scan's own (the consumer groups' positions are left alone)."""
+    if not settings.queue_url:
+        await asyncio.to_thread(scan_queue, settings.queue_path, scan, since)
+        return
+    queue = queue_from(settings)
+    try:
+        async for message in queue.stored_messages(since):  # type: ignore[attr-defined]
+            scan.row(
+                "queue.messages",
+                row_key([message.seq]),
+                (
+                    ("message_id", message.message_id),
+                    ("topic", message.topic),
+                    ("body", message.body),
+                    ("headers", json.dumps(message.headers, separators=(",", ":"))),
+                ),
+            )
+    finally:
+        await queue.close()
+
+
 def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
     router = admin_router(settings)
 
@@ -115,7 +140,7 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
         card number (never the value); with ``since``, only the rows written and the messages published
         at or after it."""
         scan = await scan_tables(db, metadata.sorted_tables, since=since)
-        await asyncio.to_thread(scan_queue, settings.queue_path, scan, since)
+        await scan_the_queue(settings, scan, since)
         return scan.body()
 
     @router.post("/data-scan")
@@ -125,7 +150,7 @@ def add_admin_routes(app: FastAPI, settings: Settings, db: Database) -> None:
         ``since``, only the rows written and the messages published at or after it. The e-mails on
         disk are the guest's own and are not scanned."""
         scan = await scan_tables(db, metadata.sorted_tables, DataScan(names=body.names), since=body.since)
-        await asyncio.to_thread(scan_queue, settings.queue_path, scan, body.since)
+        await scan_the_queue(settings, scan, body.since)
         return scan.body()
 
     mount_admin(app, router)

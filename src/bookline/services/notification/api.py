@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from bookline.adapters.mail import mailer_from
 from bookline.adapters.migrations import script_location
-from bookline.adapters.queue.sqlite import SqliteQueue
+from bookline.adapters.queue import MessageQueue, queue_from
 from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.faults import FaultFile
@@ -52,7 +52,7 @@ class BookingSource:
 
 @dataclass
 class _Running:
-    queue: SqliteQueue | None = None
+    queue: MessageQueue | None = None
     consumer: NotificationConsumer | None = None
 
 
@@ -68,11 +68,7 @@ def build_app(
     running = _Running()
 
     async def startup() -> None:
-        queue = SqliteQueue(
-            settings.queue_path,
-            visibility_timeout_s=settings.queue_visibility_timeout_s,
-            redelivery_rate=lambda: faults.current().queue.redelivery_rate,
-        )
+        queue = queue_from(settings, redelivery_rate=lambda: faults.current().queue.redelivery_rate, client_name=NAME)
         consumer = NotificationConsumer(
             queue,
             db,

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bookline.adapters.db import Database
 from bookline.adapters.mail import Mailer
-from bookline.adapters.queue.port import MESSAGING_SYSTEM, Delivery, MessageQueue
+from bookline.adapters.queue.port import Delivery, MessageQueue
 from bookline.faults import FaultFile, fire, strikes
 from bookline.services.notification import handlers
 from bookline.services.notification.handlers import (
@@ -106,7 +106,7 @@ class NotificationConsumer:
     async def process(self, delivery: Delivery) -> None:
         body = delivery.body
         attributes: dict[str, Any] = {
-            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.system": self.queue.messaging_system,
             "messaging.operation.name": "process",
             "messaging.operation.type": "process",
             "messaging.destination.name": delivery.topic,
