@@ -55,6 +55,7 @@ ROOMS_PER_PROPERTY = 20
 BACKENDS = {"sqlite": "SQLite and the embedded queue", "postgres-nats": "PostgreSQL and NATS JetStream"}
 PG_URL = os.environ.get("BOOKLINE_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 NATS_URL = os.environ.get("BOOKLINE_BENCH_NATS_URL", "nats://127.0.0.1:4222")
+PG_CONNECTIONS = 80  # of the server's max_connections (100 by default), what the stacks may use together
 # every booking comes from one address, and a customer books many times a minute here: no limit must bind
 RATE_LIMITS = {
     "BOOKLINE_RATE_LIMIT_BOOKINGS_PER_CUSTOMER": "1000000/minute",
@@ -302,8 +303,12 @@ class Mode:
         self.prefix = f"bench{uuid.uuid4().hex[:8]}_"
         if args.backend == "postgres-nats":
             # a schema prefix and a queue of the stack's own: the modes share the servers, nothing else
+            # every process of every mode's stack has a pool: together they stay under the server's 100
+            per_process = max(2, PG_CONNECTIONS // (len(args.modes) * len(SERVICES) * args.replicas))
             env = {**env, "BOOKLINE_DATABASE_URL": PG_URL, "BOOKLINE_DB_SCHEMA_PREFIX": self.prefix,
-                   "BOOKLINE_QUEUE_URL": NATS_URL, "BOOKLINE_QUEUE_STREAM_PREFIX": self.prefix}  # fmt: skip
+                   "BOOKLINE_QUEUE_URL": NATS_URL, "BOOKLINE_QUEUE_STREAM_PREFIX": self.prefix,
+                   "BOOKLINE_DB_POOL_SIZE": str(per_process - per_process // 3),
+                   "BOOKLINE_DB_MAX_OVERFLOW": str(per_process // 3)}  # fmt: skip
         self.env = env
         self.tmp = tempfile.TemporaryDirectory(prefix=f"bookline-bench-{key}-")
         self.proc, self.urls = start_stack(Path(self.tmp.name), env)

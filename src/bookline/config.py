@@ -53,6 +53,10 @@ class Settings(BaseSettings):
 
     # network
     host: str = "127.0.0.1"
+    # PostgreSQL connections of one process: every replica of every service has a pool of its own, and
+    # together they must stay under the server's max_connections (100 by default) or go through PgBouncer
+    db_pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL connections a process keeps")
+    db_max_overflow: int = Field(default=5, ge=0, le=200, description="connections beyond the pool under load")
     # set by `bookline up --replicas` for each replica: the service's port is bound by several processes
     reuse_port: bool = Field(default=False, description="bind the service's port with SO_REUSEPORT (replicas)")
     booking_port: int = 8000

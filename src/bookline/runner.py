@@ -84,11 +84,23 @@ def service_children(settings: Settings, replicas: Mapping[str, int] | None = No
                     command=[sys.executable, "-m", "bookline", "serve", spec.name],
                     port=settings.port_of(spec.name),
                     host=settings.telemetry_host if spec is TELEMETRY_STORE else settings.host,
-                    # the replicas of a service bind its port together (SO_REUSEPORT)
-                    env=env if count == 1 else {**env, "BOOKLINE_REUSE_PORT": "true"},
+                    # the replicas of a service bind its port together (SO_REUSEPORT) and share its
+                    # connections to PostgreSQL
+                    env=env if count == 1 else {**env, "BOOKLINE_REUSE_PORT": "true", **_pool_share(count)},
                 )
             )
     return children
+
+
+def _pool_share(replicas: int) -> dict[str, str]:
+    """One replica's PostgreSQL pool: the service's default pool split between its replicas, so that
+    more replicas do not open more connections than the server allows (unless the user set a size)."""
+    share = {}
+    for name, setting in (("BOOKLINE_DB_POOL_SIZE", "db_pool_size"), ("BOOKLINE_DB_MAX_OVERFLOW", "db_max_overflow")):
+        if name not in os.environ:
+            default = Settings.model_fields[setting].default
+            share[name] = str(max(1, default // replicas))
+    return share
 
 
 class RestartPolicy(Protocol):

@@ -47,7 +47,9 @@ class InlineConnection:
 
 
 class Database:
-    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10, max_overflow: int = 5) -> None:
+        """``pool_size`` and ``max_overflow``: PostgreSQL connections this process keeps, and may open
+        beyond them under load (every replica of every service has its own pool: they add up)."""
         self.url = url
         self.schema = schema
         self.is_sqlite = url.startswith("sqlite")
@@ -72,7 +74,7 @@ class Database:
         else:
             connect_args = {"server_settings": {"search_path": schema}} if schema else {}
             self._async_engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=5, connect_args=connect_args
+                url, pool_size=pool_size, max_overflow=max_overflow, connect_args=connect_args
             )
 
     @property

@@ -218,7 +218,12 @@ class TraceResponseMiddleware:
 
 def service_database(settings: Settings, service: str) -> Database:
     """The service's own database: its SQLite file, or its schema on PostgreSQL."""
-    return Database(settings.database_url_of(service), schema=settings.schema_of(service))
+    return Database(
+        settings.database_url_of(service),
+        schema=settings.schema_of(service),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
 
 
 def create_service_app(
