@@ -64,12 +64,10 @@ SELECT_BOOKING_BY_CODE = select(bookings).where(bookings.c.confirmation_code == 
 UPDATE_BOOKING = update(bookings).where(bookings.c.booking_id == bindparam("booking"))
 # the same, only while the booking's status is one of ``from_statuses``
 UPDATE_BOOKING_FROM = UPDATE_BOOKING.where(bookings.c.status.in_(bindparam("from_statuses", expanding=True)))
-# both, only for the holder of the booking's lease (its fencing token); the first carries a live lease
-# on until ``until`` (a lease given up at the saga's end stays given up)
+# both, only for the holder of the booking's lease (its fencing token); the first carries a held lease
+# on until ``until`` (a lease given up at the saga's end, its owner cleared, stays given up)
 FENCED_UPDATE_BOOKING = UPDATE_BOOKING.where(bookings.c.fence == bindparam("held_fence")).values(
-    lease_expires_at=case(
-        (bookings.c.lease_expires_at > bindparam("now"), bindparam("until")), else_=bookings.c.lease_expires_at
-    )
+    lease_expires_at=case((bookings.c.lease_owner.is_not(None), bindparam("until")), else_=bookings.c.lease_expires_at)
 )
 FENCED_UPDATE_BOOKING_FROM = UPDATE_BOOKING_FROM.where(bookings.c.fence == bindparam("held_fence"))
 SELECT_BOOKING_STATUS_AND_FENCE = select(bookings.c.status, bookings.c.fence).where(
@@ -144,13 +142,14 @@ SELECT_UNSETTLED = (
     .order_by(bookings.c.updated_at)
     .limit(bindparam("limit", type_=Integer))
 )
-# the holder's lease carried on while its saga waits (only while it is still the holder's)
+# the holder's lease carried on while its saga waits: while nobody took it over (the fence is the
+# holder's, even if a late renewal finds it run out) and the holder has not given it up
 RENEW_LEASE = (
     update(bookings)
     .where(
         bookings.c.booking_id == bindparam("booking"),
         bookings.c.fence == bindparam("held_fence"),
-        bookings.c.lease_expires_at > bindparam("now"),
+        bookings.c.lease_owner.is_not(None),
     )
     .values(lease_expires_at=bindparam("until"))
 )
@@ -340,7 +339,7 @@ class SagaStore:
             if lease is None:
                 moved = await conn.execute(UPDATE_BOOKING_FROM, params)
             else:  # the saga is over: its lease is given up with its last write
-                params |= {"held_fence": lease.fence, "lease_expires_at": now}
+                params |= {"held_fence": lease.fence, "lease_expires_at": now, "lease_owner": None}
                 moved = await conn.execute(FENCED_UPDATE_BOOKING_FROM, params)
             if moved.rowcount != 1:
                 # not a status it may leave for this one, or not ours any more: say which (raising rolls
@@ -387,7 +386,7 @@ class SagaStore:
         booking's own ``updated_at``; the reconciler's lease is given up with it."""
         now = time.time()
         async with self.db.write() as conn:
-            await self._update_booking(conn, booking_id, {}, now=now, lease_until=now)
+            await self._update_booking(conn, booking_id, {"lease_owner": None}, now=now, lease_until=now)
             await self._set_steps(conn, booking_id, {SETTLE_STEP: how}, now)
 
     @asynccontextmanager
@@ -412,8 +411,7 @@ class SagaStore:
             now = time.time()
             async with self.db.write() as conn:
                 renewed = await conn.execute(
-                    RENEW_LEASE,
-                    {"booking": lease.booking_id, "held_fence": lease.fence, "now": now, "until": now + self.lease_s},
+                    RENEW_LEASE, {"booking": lease.booking_id, "held_fence": lease.fence, "until": now + self.lease_s}
                 )
             if renewed.rowcount != 1:
                 return

@@ -47,6 +47,7 @@ ERRORS = documented(401, 402, 404, 409, 429, 502, 503, 504)
 READ_ERRORS = documented(401, 404, 429, 502, 503, 504)
 INVENTORY_ERRORS = documented(404, 502, 503, 504)
 MAX_OFFSET = 100_000
+MIN_LEASE_S = 2.0
 
 
 def _today() -> date:
@@ -98,7 +99,8 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         store=SagaStore(
             db,
             owner=telemetry.instance_id,
-            lease_s=settings.saga_stale_after_s,
+            # never shorter than a busy event loop may take to renew it
+            lease_s=max(settings.saga_stale_after_s, MIN_LEASE_S),
             fencing=not settings.unsafe_disable_saga_fencing,
         ),
         availability=client(AvailabilityClient, "availability-service"),
