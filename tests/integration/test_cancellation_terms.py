@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from bookline.audit.checks import Policy, run_checks
 from bookline.audit.collect import collect
 from conftest import start_stack
-from support.booking import Client, fresh_stay
+from support.booking import Client, as_service, fresh_stay
 from support.spans import one
 
 ADMIN_TOKEN = "terms-test-admin-token"
@@ -133,3 +134,18 @@ def test_the_payment_reconciler_leaves_a_late_cancellations_penalty_where_it_is(
     assert steps["settle"] == "checked"  # not "repaired": the penalty is the gateway's to keep
     ledger = client.ledger(created["reservation_id"])
     assert ledger["captured_minor"] - ledger["refunded_minor"] == penalty
+
+
+def test_confirmation_service_refuses_amounts_that_are_not_the_price_split_in_two(stack, client: Client):
+    booked = client.book(client.body(property_id="prop-00001", stay=fresh_stay()))
+    assert booked.status_code == 201, booked.text
+    created = booked.json()
+    url = f"{stack.url('confirmation-service')}/confirmations/{created['reservation_id']}"
+    headers = as_service(stack.key_dir, "booking-service", "confirmation-service")
+    total = created["total_minor"]
+    for body in ({"refund_minor": total, "cancellation_penalty_minor": 1}, {"refund_minor": 0},
+                 {"refund_minor": total + 100, "cancellation_penalty_minor": 0}):  # fmt: skip
+        refused = httpx.post(f"{url}/cancel", json=body, headers=headers, timeout=10)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "invalid_cancellation_amounts"
+    assert httpx.get(url, headers=headers, timeout=10).json()["status"] == "confirmed"  # nothing changed

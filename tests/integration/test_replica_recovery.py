@@ -17,20 +17,15 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bookline.adapters.db import Database
-from bookline.auth.services import ServiceCredentials
 from bookline.config import Settings
 from bookline.domain import ids
 from bookline.domain.guest import Guest
-from bookline.saga.deps import SagaDeps, payment_key
-from bookline.saga.instruments import BookingInstruments
+from bookline.saga.deps import payment_key
 from bookline.saga.lease import Lease, LeaseLost, holding
 from bookline.saga.orchestrator import Orchestrator
 from bookline.saga.recovery import Recovery
 from bookline.saga.store import SagaStore
-from bookline.services.availability.client import AvailabilityClient
-from bookline.services.confirmation.client import ConfirmationClient
-from bookline.services.gateway.client import GatewayClient
-from bookline.services.pricing.client import PricingClient
+from bookline.services.booking.api import saga_deps
 from bookline.telemetry import setup_telemetry
 from conftest import start_stack
 from support.booking import Client
@@ -70,23 +65,9 @@ class Replica:
 async def replica(settings: Settings, name: str, *, fencing: bool = True) -> AsyncIterator[Replica]:
     spans = InMemorySpanExporter()
     telemetry = setup_telemetry("booking-service", settings, span_exporter=spans)
-    credentials = ServiceCredentials.of("booking-service", settings)
     db = Database(settings.database_url_of("booking-service"), schema=settings.schema_of("booking-service"))
     store = SagaStore(db, owner=name, lease_s=LEASE_S, fencing=fencing)
-
-    def client(cls: type, service: str):  # noqa: ANN202
-        return cls(settings.url_of(service), telemetry, timeout=10.0, credentials=credentials)
-
-    deps = SagaDeps(
-        store=store,
-        availability=client(AvailabilityClient, "availability-service"),
-        pricing=client(PricingClient, "pricing-engine"),
-        gateway=client(GatewayClient, "payment-gateway"),
-        confirmation=client(ConfirmationClient, "confirmation-service"),
-        tracer=telemetry.tracer,
-        instruments=BookingInstruments(telemetry.meter),
-        settings=settings,
-    )
+    deps = saga_deps(settings, telemetry, store)
     try:
         yield Replica(store, Recovery(Orchestrator(deps)), spans)
     finally:

@@ -65,8 +65,16 @@ class PaymentReconciler:
             async with deps.store.keeping(lease):
                 with suppress_instrumentation():
                     ledger = await deps.gateway.ledger(booking.reservation_id)
-                if money_left(ledger) == rightly_kept(booking):
+                left, kept = money_left(ledger), rightly_kept(booking)
+                if left == kept:
                     await deps.store.mark_settled(booking.booking_id, "checked")
+                    continue
+                if left < kept:
+                    # less than the penalty is left (a capture that never happened): nothing to return,
+                    # and nothing the reconciler may take; the audit's money check names it
+                    log.error("payment reconciler: cancelled booking %s kept %d of a %d penalty",
+                              booking.booking_id, left, kept)  # fmt: skip
+                    await deps.store.mark_settled(booking.booking_id, "unresolved")
                     continue
                 try:
                     await self.repair(booking, ledger)

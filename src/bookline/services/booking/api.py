@@ -84,25 +84,18 @@ def _after(cursor: str | None) -> tuple[float, str] | None:
     raise InvalidCursor(message="the cursor is not one this endpoint gave out")
 
 
-def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
-    db = service_database(settings, NAME)
-    timeout = settings.http_timeout_s
+def saga_deps(
+    settings: Settings, telemetry: ServiceTelemetry, store: SagaStore, *, faults: FaultFile | None = None
+) -> SagaDeps:
+    """What a replica of booking-service runs the saga with: its store, and a typed client of each
+    service it calls, presenting booking-service's credential."""
     credentials = ServiceCredentials.of(NAME, settings)
-    auth = Auth(settings, NAME, customers=True)
-    as_customer = Depends(auth.customer)
 
     def client(cls: type, service: str):  # noqa: ANN202 - one of the typed clients
-        return cls(settings.url_of(service), telemetry, timeout=timeout, credentials=credentials)
+        return cls(settings.url_of(service), telemetry, timeout=settings.http_timeout_s, credentials=credentials)
 
-    deps = SagaDeps(
-        # a saga belongs to this replica for saga_stale_after_s past its last write (saga/lease.py)
-        store=SagaStore(
-            db,
-            owner=telemetry.instance_id,
-            # never shorter than a busy event loop may take to renew it
-            lease_s=max(settings.saga_stale_after_s, MIN_LEASE_S),
-            fencing=not settings.unsafe_disable_saga_fencing,
-        ),
+    return SagaDeps(
+        store=store,
         availability=client(AvailabilityClient, "availability-service"),
         pricing=client(PricingClient, "pricing-engine"),
         gateway=client(GatewayClient, "payment-gateway"),
@@ -110,9 +103,24 @@ def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
         tracer=telemetry.tracer,
         instruments=BookingInstruments(telemetry.meter),
         settings=settings,
-        faults=FaultFile(settings.faults_path),
+        faults=faults,
         flush_telemetry=telemetry.flush,
     )
+
+
+def build_app(settings: Settings, telemetry: ServiceTelemetry) -> FastAPI:
+    db = service_database(settings, NAME)
+    auth = Auth(settings, NAME, customers=True)
+    as_customer = Depends(auth.customer)
+    # a saga belongs to this replica for saga_stale_after_s past its last write (saga/lease.py)
+    store = SagaStore(
+        db,
+        owner=telemetry.instance_id,
+        # never shorter than a busy event loop may take to renew it
+        lease_s=max(settings.saga_stale_after_s, MIN_LEASE_S),
+        fencing=not settings.unsafe_disable_saga_fencing,
+    )
+    deps = saga_deps(settings, telemetry, store, faults=FaultFile(settings.faults_path))
     orchestrator = Orchestrator(deps)
     recovery = Recovery(orchestrator)
     reconciler = PaymentReconciler(deps)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bookline.adapters.db import Database
 from bookline.domain.codes import new_confirmation_code
-from bookline.domain.errors import NotFound
+from bookline.domain.errors import InvalidRequest, NotFound
 from bookline.services.availability.client import AvailabilityClient
 from bookline.services.common.outbox import add_to_outbox
 from bookline.services.confirmation.tables import bookings, outbox
@@ -171,6 +171,18 @@ CANCEL_BOOKING = (
 )
 
 
+def _check_amounts(total_minor: int, refund_minor: int | None, penalty_minor: int | None) -> None:
+    """What a cancellation refunds and keeps is the whole price, split in two (or not said at all)."""
+    if refund_minor is None and penalty_minor is None:
+        return
+    if refund_minor is None or penalty_minor is None or refund_minor + penalty_minor != total_minor:
+        raise InvalidRequest(
+            "invalid_cancellation_amounts",
+            "refund_minor and cancellation_penalty_minor must both be given and add up to the booking's total",
+            total_minor=total_minor,
+        )
+
+
 async def cancel(*, db: Database, reservation_id: str, refund_minor: int | None, penalty_minor: int | None) -> dict:
     """Cancel a confirmed booking: its status and its outbox event, in one transaction. Idempotent.
     booking-service then gives the nights back at availability-service, which checks here that the
@@ -182,6 +194,7 @@ async def cancel(*, db: Database, reservation_id: str, refund_minor: int | None,
         row = (await conn.execute(SELECT_BOOKING, {"reservation": reservation_id})).first()
         if row is None:
             raise NotFound("confirmation_not_found", f"no confirmed booking for {reservation_id}")
+        _check_amounts(row.total_minor, refund_minor, penalty_minor)
         if row.status == "confirmed":
             await conn.execute(
                 CANCEL_BOOKING,
