@@ -114,6 +114,11 @@ def test_trace_ids_span_ids_and_digests_are_hex_values_not_cards():
     for text in (digest, trace_id, f"00-{trace_id}-00f067aa0ba902b7-01", parent[:3] + trace_id):
         assert not looks_like_card_number(text), text
     assert looks_like_card_number("4111111111111111")  # sixteen digits alone are a card, not a span id
+    # a span id without a hex letter, joined to the flags: "4111111111111110-01" is a card by itself
+    all_digits = f"00-{trace_id}-4111111111111110-01"
+    assert not looks_like_card_number(all_digits)
+    assert not looks_like_card_number('{"traceparent":"' + all_digits + '"}')
+    assert looks_like_card_number("4111111111111110-01")  # the control: outside a traceparent it is a card
     assert looks_like_card_number("bk_4111111111111111abcdef01")  # an id of another length is not exempt
 
 
