@@ -4,10 +4,13 @@ Each mode is a ``bookline up`` on a fresh data directory and free ports, seeded,
 tokenized up front (as browsers would, outside the measured window). The benchmark starts every
 mode's stack, warms each up, then books distinct rooms at a fixed concurrency through the public API
 in rounds that take turns between the modes, so that a shared machine slowing down for a while slows
-every mode alike. Three modes: every service exports OTLP/HTTP (spans, metrics, logs) to a local sink
-that accepts and discards them (the cost of tracing itself); ``bookline up`` as it comes, exporting
-to its own telemetry store, which shares the two CPUs (what a user of ``make run`` gets); and
-``OTEL_SDK_DISABLED=true``.
+every mode alike. Four modes: ``on``, every service exports OTLP/HTTP (spans, metrics, logs) to a
+local sink that accepts and discards them (the cost of tracing itself); ``store``, ``bookline up`` as
+it comes, exporting to its own telemetry store, which shares the two CPUs (what a user of ``make run``
+gets); ``off``, ``OTEL_SDK_DISABLED=true``; and ``stock``, exporting to the sink like ``on`` but with
+the OpenTelemetry set-up a team would write from the docs (``BOOKLINE_TELEMETRY_SETUP=stock``: the
+contrib instrumentations with their defaults, a span per SQL statement, every HTTP instrument, the
+batch processor's defaults), so that Bookline's tracing cost is measured beside stock's in one run.
 
 The bookings are dealt over a pool of customers (one per 20 bookings, as ``bookline load`` does), each
 with a bearer token minted up front with the stack's local issuer (its key is in the data directory
@@ -20,7 +23,7 @@ its own, dropped afterwards) and NATS JetStream (127.0.0.1:4222), ``--replicas N
 service; the CPU of the PostgreSQL and NATS servers and PostgreSQL's transactions are counted too.
 
     python bench/bookings.py [--bookings 2000] [--rounds 4] [--concurrency 32] [--warmup 100]
-                             [--modes on,store,off] [--backend sqlite|postgres-nats] [--replicas N]
+                             [--modes on,store,off,stock] [--backend sqlite|postgres-nats] [--replicas N]
 """
 
 from __future__ import annotations
@@ -66,17 +69,19 @@ RATE_LIMITS = {
 class _Sink(BaseHTTPRequestHandler):
     """Accepts OTLP/HTTP exports: an empty protobuf body is a valid Export*ServiceResponse."""
 
-    received = Counter()
-    spans = 0
+    received: Counter = Counter()  # bytes, by (mode, signal path)
+    spans: Counter = Counter()  # by mode
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server API
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
-        _Sink.received[self.path] += length
-        if self.path == "/v1/traces":
+        # each mode exports to <endpoint>/<mode>, and the exporter adds /v1/traces, /v1/metrics, /v1/logs
+        _, mode, signal_path = self.path.split("/", 2)
+        _Sink.received[mode, "/" + signal_path] += length
+        if signal_path == "v1/traces":
             request = ExportTraceServiceRequest()
             request.ParseFromString(body)
-            _Sink.spans += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            _Sink.spans[mode] += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -390,10 +395,18 @@ def main() -> None:
     envs = {
         "on": (
             "tracing on (OTLP export)",
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": f"{endpoint}/on", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
         ),
         "store": ("tracing to the local store", {}),
         "off": ("tracing off", {"OTEL_SDK_DISABLED": "true"}),
+        "stock": (
+            "stock OpenTelemetry (OTLP)",
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"{endpoint}/stock",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "BOOKLINE_TELEMETRY_SETUP": "stock",
+            },
+        ),
     }
     results = run_modes(envs)
     sink.shutdown()
@@ -420,17 +433,26 @@ def main() -> None:
             + f" {sum(r['cpu_ms'].values()):>8.1f}"
         )
     off = results.get("off")
-    for key, label in (("on", "exported over OTLP"), ("store", "to the local store")):
+    for key, label in (
+        ("on", "exported over OTLP"),
+        ("store", "to the local store"),
+        ("stock", "with the stock OpenTelemetry set-up (OTLP)"),
+    ):
         if off is not None and key in results:
             cost = (off["per_s"] - results[key]["per_s"]) / off["per_s"] * 100
             print(f"\ntracing {label} costs {cost:.1f}% of throughput", end="")
-    print(f"\nthe sink received {sum(_Sink.received.values()) / 1e6:.1f} MB of OTLP ({dict(_Sink.received)})")
-    if "on" in results:
-        exported = args.warmup + args.bookings
-        print(
-            f"per booking exported over OTLP: {_Sink.spans / exported:.1f} spans, "
-            f"{_Sink.received['/v1/traces'] / exported / 1000:.1f} kB of traces (warm-up included)"
-        )
+    for key in ("on", "stock"):
+        if key in results:
+            signals = {path: size for (mode, path), size in _Sink.received.items() if mode == key}
+            print(f"\nthe sink received {sum(signals.values()) / 1e6:.1f} MB of OTLP from {key} ({signals})", end="")
+    print()
+    exported = args.warmup + args.bookings
+    for key in ("on", "stock"):
+        if key in results:
+            print(
+                f"per booking exported over OTLP by {results[key]['mode']}: {_Sink.spans[key] / exported:.1f} spans, "
+                f"{_Sink.received[key, '/v1/traces'] / exported / 1000:.1f} kB of traces (warm-up included)"
+            )
     if args.backend == "postgres-nats":
         print("PostgreSQL transactions committed per booking (every stack's, while each one booked):")
         for r in modes:
@@ -449,12 +471,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--modes",
         type=lambda v: v.split(","),
-        default=["on", "store", "off"],
-        help="which of on,store,off to run, in that order (default: all three)",
+        default=["on", "store", "off", "stock"],
+        help="which of on,store,off,stock to run, in that order (default: on,store,off,stock)",
     )
     args = parser.parse_args()
-    if not set(args.modes) <= {"on", "store", "off"}:
-        parser.error("--modes takes on, store and off")
+    if not set(args.modes) <= {"on", "store", "off", "stock"}:
+        parser.error("--modes takes on, store, off and stock")
     if not 1 <= args.rounds <= args.bookings:
         parser.error("--rounds must be between 1 and --bookings")
     if args.replicas != 1 and args.backend == "sqlite":

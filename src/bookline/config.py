@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
         default=None,
         description="smtp://[user:pass@]host:port[?starttls=true] or smtps://host:465 of the server that "
         "delivers the guest e-mails; unset means one .eml file per e-mail under DATA_DIR/mail",
+    )
+
+    # how the services trace (TELEMETRY.md, "Cost")
+    trace_sql_statements: bool = Field(
+        default=False,
+        description="a span for every SQL statement, under its transaction's span (default: one span per transaction)",
+    )
+    telemetry_setup: Literal["bookline", "stock"] = Field(
+        default="bookline",
+        description="stock: the OpenTelemetry set-up of the docs (contrib instrumentations with their defaults, "
+        "a span per statement), for comparing costs (bench/bookings.py --modes stock)",
     )
 
     # the local telemetry store

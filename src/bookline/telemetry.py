@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import Status
 
-from bookline import __version__
+from bookline import __version__, otlp_encoding
 from bookline.config import Settings
 from bookline.redaction import needs_scrub, scrub
 
@@ -189,6 +189,10 @@ class ServiceTelemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     logger_provider: LoggerProvider | None = None
+    # a span per SQL statement besides the transaction's (BOOKLINE_TRACE_SQL_STATEMENTS)
+    sql_statement_spans: bool = False
+    # the stock OpenTelemetry set-up of the docs, which the benchmark compares Bookline's with
+    stock: bool = False
     tracer: trace.Tracer = field(init=False)
     meter: metrics.Meter = field(init=False)
 
@@ -211,6 +215,15 @@ class ServiceTelemetry:
         # no request header is recorded unless OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST
         # asks for it; if it does, the admin token (Authorization) is still recorded as [REDACTED]
         sanitized = [*get_custom_headers(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS), "authorization"]
+        if self.stock:
+            # as the docs write it: every instrument, the receive and send spans, the sanitizing defaults
+            FastAPIInstrumentor.instrument_app(
+                app,
+                tracer_provider=self.tracer_provider,
+                meter_provider=self.meter_provider,
+                excluded_urls="healthz,readyz",
+            )
+            return
         FastAPIInstrumentor.instrument_app(
             app,
             tracer_provider=self.tracer_provider,
@@ -226,14 +239,25 @@ class ServiceTelemetry:
         from opentelemetry.instrumentation._semconv import _StabilityMode
         from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
+        if self.stock:
+            return create_trace_config(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider)
         return create_trace_config(
             tracer_provider=self.tracer_provider,
             meter_provider=_HttpDurationsMeterProvider(self.meter_provider),
             sem_conv_opt_in_mode=_StabilityMode.HTTP,
         )
 
+    def instrument_database(self, db: Any) -> None:
+        """Database spans for one service's database: one per transaction, and one per statement under
+        it when ``sql_statement_spans`` (the stock set-up: one per statement only)."""
+        if not self.stock:
+            # a scope of their own: like the instrumentations' spans, not the domain steps of "bookline"
+            db.trace_transactions(self.tracer_provider.get_tracer("bookline.db", __version__))
+        if self.stock or self.sql_statement_spans:
+            self.instrument_engine(db.sync_engine)
+
     def instrument_engine(self, engine: Any) -> None:
-        """Database spans for one engine, with this service's providers.
+        """A span per statement for one engine, with this service's providers.
 
         ``SQLAlchemyInstrumentor().instrument()`` patches SQLAlchemy globally, once per process,
         with the first provider it is given; the test suite runs several services in one process,
@@ -245,6 +269,15 @@ class ServiceTelemetry:
         )
 
         tracer = self.tracer_provider.get_tracer(scope, version)
+        if self.stock:
+            from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+            from opentelemetry.semconv.metrics import MetricInstruments
+
+            # what SQLAlchemyInstrumentor().instrument(engine=...) attaches: the pool-usage gauge too
+            meter = self.meter_provider.get_meter(scope, version)
+            usage = meter.create_up_down_counter(MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE, unit="connections")
+            EngineTracer(tracer, engine, usage)
+            return
         # the pool-usage gauge it would keep costs about a tenth of a service's CPU (two recordings
         # on every checkout and checkin); Bookline does not export it
         usage = NoOpUpDownCounter("db.client.connections.usage")
@@ -352,7 +385,10 @@ def setup_telemetry(
     metrics and logs is added whenever the standard OTLP endpoint variables are set, unless
     ``export`` is False.
     """
+    stock = settings.telemetry_setup == "stock"
     resource = build_resource(service_name, settings)
+    if stock:  # the resource as the SDK makes it, its hash worked out for every span encoded
+        resource = Resource(resource.attributes, resource.schema_url)
     tracer_provider = TracerProvider(resource=resource)
 
     def wrap(exporter: SpanExporter) -> SpanExporter:
@@ -371,8 +407,10 @@ def setup_telemetry(
             OTLPSpanExporter,
         )
 
+        # Bookline's encoder writes the same OTLP bytes as the stock one in a third of the time
+        exporter_class = OTLPSpanExporter if stock else otlp_encoding.span_exporter
         tracer_provider.add_span_processor(
-            BatchSpanProcessor(wrap(OTLPSpanExporter(session=_export_session(service_name, settings))))
+            BatchSpanProcessor(wrap(exporter_class(session=_export_session(service_name, settings))))
         )
         interval = int(settings.otel.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
         metric_exporter = OTLPMetricExporter(session=_export_session(service_name, settings))
@@ -382,7 +420,14 @@ def setup_telemetry(
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
 
-    telemetry = ServiceTelemetry(service_name, tracer_provider, meter_provider, logger_provider)
+    telemetry = ServiceTelemetry(
+        service_name,
+        tracer_provider,
+        meter_provider,
+        logger_provider,
+        sql_statement_spans=settings.trace_sql_statements,
+        stock=stock,
+    )
     if install_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)

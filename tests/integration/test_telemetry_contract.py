@@ -126,10 +126,20 @@ def test_no_auto_instrumented_span_carries_a_custom_attribute(traffic):
         assert not [k for k in span.attributes if custom.match(k)], span.name
 
 
-def test_database_spans_name_the_service_database_not_the_data_directory(traffic):
-    names = {s.name for s in traffic.spans() if s.instrumentation_scope.name.endswith("sqlalchemy")}
-    assert names, "no database span in the traffic"
-    assert all(re.fullmatch(r"[A-Z]+ [a-z]+\.db", name) for name in names), sorted(names)
+def test_database_spans_are_one_per_transaction_and_name_the_service_database(traffic):
+    spans = [s for s in traffic.spans() if s.instrumentation_scope.name == "bookline.db"]
+    assert spans, "no database span in the traffic"
+    assert all(re.fullmatch(r"transaction [a-z]+\.db", s.name) for s in spans), sorted({s.name for s in spans})
+    # no statement spans unless BOOKLINE_TRACE_SQL_STATEMENTS asks for them
+    assert not [s for s in traffic.spans() if s.instrumentation_scope.name.endswith("sqlalchemy")]
+    for span in spans:
+        attributes = span.attributes
+        assert attributes["db.system.name"] == "sqlite" and attributes["db.namespace"] == span.name.split()[1]
+        operations = attributes["db.transaction.operations"]
+        assert attributes["db.transaction.statements"] == len(operations)
+        assert set(operations) <= {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"}, operations
+    # a booking's writes are in its trace, under the spans of the steps that made them
+    assert any("INSERT" in s.attributes["db.transaction.operations"] and s.parent is not None for s in spans)
 
 
 def test_every_declared_name_is_still_in_the_code():

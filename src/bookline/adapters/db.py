@@ -25,9 +25,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bookline.adapters.db_spans import TransactionSpans
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
@@ -59,6 +62,8 @@ class Database:
         self._async_engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None
         self._writer: Connection | None = None
+        # the span of each transaction (``trace_transactions``); none until the service is traced
+        self._spans: TransactionSpans | None = None
         if self.is_sqlite:
             sqlite_url = make_url(url).set(drivername="sqlite+pysqlite")
             path = sqlite_url.database
@@ -85,6 +90,13 @@ class Database:
         assert self._async_engine is not None
         return self._async_engine.sync_engine
 
+    def trace_transactions(self, tracer: Any) -> None:
+        """Give every transaction from now on a span of its own (see ``db_spans``)."""
+        self._spans = TransactionSpans(tracer, self.sync_engine, schema=self.schema)
+
+    def _span(self, conn: Connection, *, readonly: bool) -> contextlib.AbstractContextManager:
+        return self._spans.around(conn, readonly=readonly) if self._spans is not None else contextlib.nullcontext()
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Any]:
         async with self._writer_turn():
@@ -92,7 +104,7 @@ class Database:
                 # one connection serves every write of this process, in turn: no pool round trip
                 if self._writer is None or self._writer.invalidated or self._writer.closed:
                     self._writer = self._sync_engine.connect()
-                with self._writer.begin():
+                with self._span(self._writer, readonly=False), self._writer.begin():
                     yield InlineConnection(self._writer)
                 return
             async with self._transaction(readonly=False) as conn:
@@ -109,13 +121,14 @@ class Database:
             with self._sync_engine.connect() as sync_conn:
                 if readonly:
                     sync_conn = sync_conn.execution_options(bookline_readonly=True)
-                with sync_conn.begin():
+                with self._span(sync_conn, readonly=readonly), sync_conn.begin():
                     yield InlineConnection(sync_conn)
             return
         assert self._async_engine is not None
         async with self._async_engine.connect() as conn:
-            async with conn.begin():
-                yield conn
+            with self._span(conn.sync_connection, readonly=readonly):
+                async with conn.begin():
+                    yield conn
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(connection, *args)`` outside any transaction (migrations manage their own)."""
@@ -127,8 +140,10 @@ class Database:
             return await conn.run_sync(fn, *args)
 
     async def ping(self) -> None:
-        async with self.read() as conn:
-            await conn.execute(text("SELECT 1"))
+        # a readiness probe every few seconds is no transaction worth a trace
+        with suppress_instrumentation():
+            async with self.read() as conn:
+                await conn.execute(text("SELECT 1"))
 
     def _writer_turn(self) -> contextlib.AbstractAsyncContextManager:
         if not self.is_sqlite:

@@ -249,7 +249,7 @@ def create_service_app(
         if db is not None:
             if migrations is not None:
                 await upgrade(db, migrations)
-            telemetry.instrument_engine(db.sync_engine)
+            telemetry.instrument_database(db)
         for hook in on_startup or []:
             await hook()
         state["ready"] = True
