@@ -4,10 +4,10 @@ A booking crosses seven HTTP hops between the services; this measures one of the
 serves a FastAPI app built by Bookline's own ``create_service_app`` (the same middleware, error
 envelope and instrumentation as every service) with one endpoint that echoes a small JSON body, in a
 process of its own, drives it with aiohttp from this process, and prints the server's CPU time per
-request, with tracing exported over OTLP/HTTP (to the same discarding sink as ``bookings.py``) and
-with the SDK disabled.
+request, with Bookline's tracing and with the stock OpenTelemetry set-up, both exported over OTLP/HTTP
+(to the same discarding sink as ``bookings.py``), and with the SDK disabled.
 
-    python bench/http_hop.py [--requests 5000] [--concurrency 16]
+    python bench/http_hop.py [--requests 5000] [--concurrency 16] [--modes on,stock,off]
 """
 
 from __future__ import annotations
@@ -77,7 +77,12 @@ async def drive(url: str, total: int, concurrency: int) -> float:
 def run(mode: str, sink: str) -> tuple[float, float]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOKLINE_", "OTEL_"))}
-    env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": sink} if mode == "on" else {"OTEL_SDK_DISABLED": "true"})
+    if mode == "off":
+        env["OTEL_SDK_DISABLED"] = "true"
+    else:  # the sink counts each mode's exports under /<mode>
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"{sink}/{mode}"
+        if mode == "stock":
+            env["BOOKLINE_TELEMETRY_SETUP"] = "stock"
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -103,14 +108,20 @@ def main() -> None:
     sink = ThreadingHTTPServer(("127.0.0.1", free_port()), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     print(f"{args.requests} POST requests with a small JSON body, concurrency {args.concurrency}")
-    for mode in ("on", "off"):
+    for mode in args.modes:
         cpu_ms, rate = run(mode, f"http://127.0.0.1:{sink.server_address[1]}")
-        print(f"tracing {mode:3}: {cpu_ms:5.2f} ms server CPU per request, {rate:7.0f} requests/s")
+        print(f"tracing {mode:5}: {cpu_ms:5.2f} ms server CPU per request, {rate:7.0f} requests/s")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--modes",
+        type=lambda v: v.split(","),
+        default=["on", "stock", "off"],
+        help="on: Bookline's tracing; stock: the stock OpenTelemetry set-up (BOOKLINE_TELEMETRY_SETUP=stock); off",
+    )
     args = parser.parse_args()
     main()

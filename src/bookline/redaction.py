@@ -64,8 +64,10 @@ _THIRTEEN_DIGITS = b"0" * MIN_CARD_DIGITS
 # a digit doubled by the Luhn check, its two digits summed (6 -> 12 -> 3)
 _DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 _NO_SEPARATORS = str.maketrans("", "", " -")
-# texts this long are mostly SQL statements, the same few dozen in every trace: their answer is kept
-_REMEMBERED_FROM = 80
+# Every answer for a text up to this long is kept: most attribute values of a span are the same from
+# span to span (methods, routes, addresses, statements), and looking one up costs a tenth of the
+# checks. A value seen once (an id) only passes through the memory, and the longest texts stay out.
+_REMEMBERED_UP_TO = 2048
 
 
 def needs_scrub(text: str) -> bool:
@@ -75,20 +77,20 @@ def needs_scrub(text: str) -> bool:
     number has at least 13 digits, an e-mail address an "@", a phone number a "+" (or its %2B), a
     sensitive parameter a name before "=".
     Most ids, names and SQL statements have none, and no regular expression tries their every position.
-    The answer for a long text is remembered: the statements of a service repeat in every trace.
+    The answer is remembered: most values repeat in every trace.
     """
-    if len(text) >= _REMEMBERED_FROM:
+    if len(text) <= _REMEMBERED_UP_TO:
         return _needs_scrub_remembered(text)
     return _needs_scrub(text)
 
 
 def needs_scrub_unremembered(text: str) -> bool:
-    """``needs_scrub`` for a text seen once (a span's whole attributes as JSON): not kept in the memory
-    of long texts, where it would only push out the statements that do repeat."""
+    """``needs_scrub`` for a text seen once (a span's whole attributes as JSON): not kept in the memory,
+    where it would only push out the values that do repeat."""
     return _needs_scrub(text)
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=8192)
 def _needs_scrub_remembered(text: str) -> bool:
     return _needs_scrub(text)
 
