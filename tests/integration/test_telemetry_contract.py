@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bookline import http_tracing
 from bookline.telemetry import HTTP_METRICS
 from bookline.telemetry_contract import load_registry
 from conftest import start_stack
@@ -186,7 +187,10 @@ def test_the_http_instrumentations_record_their_durations_only(traffic):
     for service, reader in traffic.metric_readers.items():
         for rm in reader.get_metrics_data().resource_metrics:
             for sm in rm.scope_metrics:
-                if sm.scope.name.startswith("opentelemetry.instrumentation"):
+                if (
+                    sm.scope.name.startswith("opentelemetry.instrumentation")
+                    or sm.scope.name == http_tracing.SCOPE_NAME
+                ):
                     names.setdefault(service, set()).update(m.name for m in sm.metrics)
     assert names["booking-service"] == HTTP_METRICS
     assert "http.server.request.duration" in names["payment-gateway"]
