@@ -7,6 +7,7 @@ by its dotted path only when asked for, so one broken or missing service never s
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import socket
@@ -48,6 +49,24 @@ def app_factory(service: ServiceSpec) -> Callable[..., Any]:
     return module.build_app  # type: ignore[no-any-return]
 
 
+# Python's cycle collector runs its young generation every 700 new containers, and now and then a
+# full collection over every object the process holds, imported modules included (a few hundred
+# thousand here): a full pass holds the interpreter for tens of milliseconds, in the middle of
+# whichever request allocated last. A request makes a few thousand containers (more when traced: each
+# span, its attributes, events and context), nearly all freed by reference counting, not by the
+# collector. So the objects of start-up are frozen out of every collection, and the young
+# generation is collected every 20,000 containers (bench/bookings.py: see the README's budget).
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def collect_garbage_less() -> None:
+    """Freeze what start-up allocated and collect the young generation less often (a service process,
+    before it serves)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*(max(ours, now) for ours, now in zip(GC_THRESHOLDS, gc.get_threshold(), strict=True)))
+
+
 def shared_socket(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` that other processes bind too (``SO_REUSEPORT``): the kernel
     spreads incoming connections over the replicas of a service, and a replica that dies only stops
@@ -76,6 +95,7 @@ def serve(service_name: str, settings: Settings) -> None:
     telemetry = setup_telemetry(service.name, settings, install_global=True, export=service is not TELEMETRY_STORE)
     try:
         app = build_app(settings, telemetry)
+        collect_garbage_less()
         config = uvicorn.Config(
             app,
             # the telemetry store binds loopback unless told otherwise (its reads are open there)
