@@ -45,8 +45,8 @@ async def traced(request, tmp_path):
     await db.run_sync(create)
     exporter = InMemorySpanExporter()
 
-    def trace(*, sql_statements: bool = False):
-        settings = Settings(data_dir=tmp_path, trace_sql_statements=sql_statements)
+    def trace(*, sql_statements: bool = False, setup: str = "bookline"):
+        settings = Settings(data_dir=tmp_path, trace_sql_statements=sql_statements, telemetry_setup=setup)
         telemetry = setup_telemetry("booking-service", settings, span_exporter=exporter, export=False)
         telemetry.instrument_database(db)
         return telemetry
@@ -143,3 +143,15 @@ async def test_transactions_of_concurrent_tasks_keep_their_own_operations(traced
     spans = exporter.get_finished_spans()
     assert len(spans) == 5
     assert all(s.attributes["db.transaction.operations"] == ("SELECT", "SELECT") for s in spans)
+
+
+async def test_the_stock_set_up_traces_each_statement_and_no_transaction(traced):
+    """What bench/bookings.py's stock mode measures: the contrib instrumentation, a span per statement."""
+    db, exporter, trace, _, _ = traced
+    trace(setup="stock")
+    async with db.write() as conn:
+        await conn.execute(insert(guests).values(id="g3", email="x"))
+        await conn.execute(select(guests))
+    spans = exporter.get_finished_spans()
+    assert [s.name.split()[0] for s in spans] == ["INSERT", "SELECT"]
+    assert {s.instrumentation_scope.name for s in spans} == {"opentelemetry.instrumentation.sqlalchemy"}
