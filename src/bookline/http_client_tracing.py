@@ -74,16 +74,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls, redact_query_parameters, redact_url
 
 from bookline import __version__
-from bookline.http_tracing import SCOPE_NAME
+from bookline.http_tracing import DURATION_BUCKETS, KNOWN_METHODS, SCHEMA_URL, SCOPE_NAME
 
-# the schema of the stable HTTP conventions, as the contrib declares it in "http" opt-in mode
-SCHEMA_URL = "https://opentelemetry.io/schemas/1.21.0"
 DURATION_METRIC = "http.client.request.duration"
 DURATION_DESCRIPTION = "Duration of HTTP client requests."
-# the contrib's explicit bucket boundaries advisory for the stable duration histogram
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-# RFC 9110, RFC 5789 and the QUERY method, as opentelemetry.util.http.sanitize_method knows them
-KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
 
 _ERROR = Status(StatusCode.ERROR)
 _CLIENT = SpanKind.CLIENT

@@ -224,7 +224,7 @@ def span_exporter(**kwargs: Any) -> Any:
     """The OTLP/HTTP span exporter of opentelemetry-exporter-otlp-proto-http (its endpoint, headers,
     retries, compression, session and metrics as configured), encoding with ``encode_spans`` above."""
     from opentelemetry.exporter.otlp.proto.http import trace_exporter
-    from opentelemetry.exporter.otlp.proto.http._common import _is_request_too_large
+    from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
     from opentelemetry.sdk.trace.export import SpanExportResult
 
     class BytesOTLPSpanExporter(trace_exporter.OTLPSpanExporter):
@@ -241,6 +241,7 @@ def span_exporter(**kwargs: Any) -> Any:
                     return SpanExportResult.FAILURE
                 if _is_request_too_large(serialized, self._max_request_size):
                     trace_exporter._logger.warning("Dropping span batch of %d bytes: too large", len(serialized))
+                    result.error = RequestPayloadTooLargeError(f"span batch of {len(serialized)} bytes")
                     return SpanExportResult.FAILURE
                 answer = self._client.export(serialized)
                 if not answer.success:

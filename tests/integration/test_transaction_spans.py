@@ -10,8 +10,8 @@ import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from sqlalchemy import Column, MetaData, String, Table, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, MetaData, String, Table, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bookline.adapters.db import Database
 from bookline.config import Settings
@@ -100,8 +100,27 @@ async def test_a_refused_transaction_is_an_error_that_names_no_value(traced):
     assert span.status.status_code == StatusCode.ERROR
     assert span.attributes["error.type"] in ("IntegrityError", "UniqueViolationError")
     assert span.attributes["db.transaction.operations"] == ("INSERT",)
-    # the driver's message (the constraint), never the statement's parameters
+    # the constraint the database refused it on, never the statement's parameters
     assert GUEST_EMAIL not in span.status.description and "g1" not in span.status.description
+    if system == "sqlite":
+        assert span.status.description == "UNIQUE constraint failed: guests.id"
+    else:
+        assert span.status.description == "IntegrityError, SQLSTATE 23505, constraint guests_pkey"
+
+
+async def test_a_postgresql_refusal_that_quotes_a_value_is_not_repeated(traced):
+    db, exporter, trace, system, _ = traced
+    if system == "sqlite":
+        pytest.skip("SQLite's messages quote no value")
+    trace()
+    with pytest.raises(DBAPIError) as refused:
+        async with db.read() as conn:
+            await conn.execute(text("SELECT CAST(CAST(:value AS text) AS integer)"), {"value": GUEST_EMAIL})
+    assert GUEST_EMAIL in str(refused.value.orig)  # the control: PostgreSQL's message has the value
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code == StatusCode.ERROR
+    assert GUEST_EMAIL not in span.status.description
+    assert span.status.description == "Error, SQLSTATE 22P02"  # invalid_text_representation
     assert not span.events
 
 

@@ -16,6 +16,7 @@ pings) makes no span.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from functools import lru_cache
 from typing import Any
 
@@ -41,6 +42,24 @@ def _note_statement(conn: Any, _cursor: Any, statement: str, *_args: Any) -> Non
     operations = conn.info.get(OPERATIONS_KEY)
     if operations is not None:
         operations.append(operation_of(statement))
+
+
+def refusal(error: BaseException) -> str:
+    """What a span may say of the database's refusal: never the statement, its parameters or a value
+    (they hold guest data). SQLite's messages name the constraint, never a value ("UNIQUE constraint
+    failed: room_nights.room_id, room_nights.night"). PostgreSQL's may quote one, in the DETAIL
+    ("Key (id)=(...)") and in the message itself ('invalid input syntax for type integer: "..."'),
+    so they give the SQLSTATE and the constraint's name instead."""
+    if isinstance(error, sqlite3.Error):
+        return str(error).split("\n", 1)[0]
+    said = [type(error).__name__]
+    if sqlstate := getattr(error, "sqlstate", None) or getattr(error, "pgcode", None):
+        said.append(f"SQLSTATE {sqlstate}")
+    for cause in (error, error.__cause__):
+        if constraint := getattr(cause, "constraint_name", None):
+            said.append(f"constraint {constraint}")
+            break
+    return ", ".join(said)
 
 
 class TransactionSpans:
@@ -98,11 +117,9 @@ class TransactionSpan:
             "db.transaction.operations": operations,
         }
         if isinstance(exc, DBAPIError):
-            # the driver's own error, never the statement or its parameters (they hold guest data),
-            # and only its first line: PostgreSQL's DETAIL repeats the values ("Key (id)=(...)")
             original = exc.orig if exc.orig is not None else exc
             attributes["error.type"] = type(original).__name__
-            span.set_status(Status(StatusCode.ERROR, str(original).split("\n", 1)[0]))
+            span.set_status(Status(StatusCode.ERROR, refusal(original)))
         span.set_attributes(attributes)
         context.detach(self.token)
         span.end()

@@ -8,7 +8,6 @@ each with its own read-only connection, so a slow search never holds up ingestio
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import sqlite3
@@ -44,14 +43,6 @@ log = logging.getLogger("bookline.telemetry.store")
 # default 5 ms switch interval kept it waiting for the GIL far longer than for SQLite (in
 # bench/telemetry.py, ingest went from about 12,000 to 17,000-20,000 spans/s at 0.1 ms)
 SWITCH_INTERVAL_S = 0.0001
-# Every export leaves a thousand new containers (row and fact tuples, trace summaries) that the
-# cycle collector walks before it finds most of them untrackable, and the sampler holds a list per
-# waiting trace: in bench/telemetry.py the default thresholds (700, 10, 10) ran about fifty young
-# collections a second and, every few seconds, a full one over everything the process had imported,
-# 120 ms holding the GIL (a twentieth of the main process's time in all). While the store runs,
-# what was loaded before it started is frozen out of the collections and the young generation is
-# collected every 10,000 allocations (the other thresholds as Python's).
-GC_THRESHOLDS = (10_000, 10, 10)
 
 T = TypeVar("T")
 
@@ -94,7 +85,6 @@ class TelemetryStore:
         self._series = SeriesIds()
         self._tasks: list[asyncio.Task[None]] = []
         self._switch_interval = sys.getswitchinterval()
-        self._gc_thresholds: tuple[int, int, int] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelemetryStore:
@@ -114,12 +104,6 @@ class TelemetryStore:
         """Open the database, give the sampler back what it knew before a restart, start the loops."""
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
-        if self._gc_thresholds is None:
-            self._gc_thresholds = gc.get_threshold()
-            gc.freeze()
-            gc.set_threshold(
-                *(max(mine, theirs) for mine, theirs in zip(GC_THRESHOLDS, self._gc_thresholds, strict=True))
-            )
         await asyncio.to_thread(self.writer.start)
         self._readers = ThreadPoolExecutor(self._reader_count, thread_name_prefix="telemetry-reader")
         restored = await self.writer.run(lambda conn: self.sampling.restore(conn, self.clock(), self.wall_ns() / 1e9))
@@ -146,10 +130,6 @@ class TelemetryStore:
         await asyncio.to_thread(self.writer.stop)
         await asyncio.to_thread(self.decoder.stop)
         sys.setswitchinterval(self._switch_interval)
-        if self._gc_thresholds is not None:
-            gc.set_threshold(*self._gc_thresholds)
-            gc.unfreeze()
-            self._gc_thresholds = None
 
     # ---- writes --------------------------------------------------------------------------------
 
