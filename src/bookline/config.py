@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     gateway_slow_response_s: float = 3.0
 
     # asynchronous delivery
+    property_cache_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="notification-service names a property and its rooms as availability-service described "
+        "them at most this long ago (0: asks for every e-mail)",
+    )
     outbox_poll_interval_s: float = 0.1
     queue_poll_interval_s: float = 0.1
     queue_visibility_timeout_s: float = 30.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from fastapi import FastAPI
 
 from bookline.adapters.mail import mailer_from
@@ -27,9 +28,13 @@ NAME = "notification-service"
 
 class BookingSource:
     """The rest of an e-mail, asked for over the services' authenticated APIs: the booking and its
-    guest at confirmation-service, the property and room at availability-service."""
+    guest at confirmation-service, the property and room at availability-service. A property is kept
+    for ``property_cache_s`` (its name, address and rooms change rarely; the booking and the guest are
+    asked for every e-mail): that is one call less per e-mail."""
 
     def __init__(self, settings: Settings, telemetry: ServiceTelemetry) -> None:
+        ttl = settings.property_cache_s
+        self.properties: TTLCache[str, dict] | None = TTLCache(maxsize=4096, ttl=ttl) if ttl > 0 else None
         credentials = ServiceCredentials.of(NAME, settings)
         timeout = settings.http_timeout_s
         self.confirmation = ConfirmationClient(
@@ -43,7 +48,12 @@ class BookingSource:
         return await self.confirmation.notice(reservation_id)
 
     async def get_property(self, property_id: str) -> dict:
-        return await self.availability.get_property(property_id)
+        if self.properties is None:
+            return await self.availability.get_property(property_id)
+        found = self.properties.get(property_id)
+        if found is None:
+            found = self.properties[property_id] = await self.availability.get_property(property_id)
+        return found
 
     async def aclose(self) -> None:
         await self.confirmation.aclose()

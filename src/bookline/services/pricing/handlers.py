@@ -94,10 +94,14 @@ async def price_rooms(
 
 async def _plans(db: Database, property_id: str, room_ids: Sequence[str]) -> list[RatePlan]:
     """The rate plans of the listed rooms of a property, in request order (rooms without one left out)."""
-    wanted = list(dict.fromkeys(room_ids))
     async with db.read() as conn:
-        rows = await conn.execute(SELECT_RATE_PLANS_OF_ROOMS, {"property_id": property_id, "room_ids": wanted})
-        plans = {plan.room_id: plan for plan in map(_plan_of, rows)}
+        return await _plans_in(conn, property_id, room_ids)
+
+
+async def _plans_in(conn: Any, property_id: str, room_ids: Sequence[str]) -> list[RatePlan]:
+    wanted = list(dict.fromkeys(room_ids))
+    rows = await conn.execute(SELECT_RATE_PLANS_OF_ROOMS, {"property_id": property_id, "room_ids": wanted})
+    plans = {plan.room_id: plan for plan in map(_plan_of, rows)}
     return [plans[rid] for rid in wanted if rid in plans]
 
 
@@ -141,6 +145,7 @@ async def quote_rooms(
 
 
 INSERT_QUOTE = insert(quotes)
+SELECT_QUOTE = select(quotes).where(quotes.c.quote_id == bindparam("quote_id"))
 
 
 async def create_quote(
@@ -217,7 +222,10 @@ async def honour_quote(
     """The quote a guest was shown, if it still holds: for the same stay, not expired, and the room's
     rates unchanged (its total priced again today is the quoted total). Otherwise 409
     ``quote_expired``, or 409 ``price_changed`` with the new total and a new quote at that price."""
-    quote = await get_quote(db=db, quote_id=quote_id)
+    # the quote and its room's rate plan in one read (one transaction, not two)
+    async with db.read() as conn:
+        quote = await _quote_in(conn, quote_id)
+        plans = await _plans_in(conn, property_id, [quote.room_id])
     asked = (property_id, stay, guests) + ((room_id,) if room_id is not None else ())
     quoted = (quote.property_id, quote.stay, quote.guests) + ((quote.room_id,) if room_id is not None else ())
     if asked != quoted:
@@ -230,7 +238,6 @@ async def honour_quote(
         _describe(span, quote)
         if quote.is_expired(now):
             raise QuoteExpired(message=f"quote {quote_id} has expired; search again", quote_id=quote_id)
-        plans = await _plans(db, property_id, [quote.room_id])
         if not plans:
             raise NotFound("room_not_priced", f"room {quote.room_id} has no rate plan", room_id=quote.room_id)
         today = _room_price(plans[0], stay, guests)
@@ -248,13 +255,14 @@ async def honour_quote(
     return quote
 
 
-SELECT_QUOTE = select(quotes).where(quotes.c.quote_id == bindparam("quote_id"))
-
-
 async def get_quote(*, db: Database, quote_id: str) -> Quote:
     """A stored quote, expired or not; ``quote_not_found`` if there is none with this id."""
     async with db.read() as conn:
-        row = (await conn.execute(SELECT_QUOTE, {"quote_id": quote_id})).first()
+        return await _quote_in(conn, quote_id)
+
+
+async def _quote_in(conn: Any, quote_id: str) -> Quote:
+    row = (await conn.execute(SELECT_QUOTE, {"quote_id": quote_id})).first()
     if row is None:
         raise NotFound("quote_not_found", f"no quote {quote_id}", quote_id=quote_id)
     return _quote_of(row._mapping)
