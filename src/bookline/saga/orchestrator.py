@@ -251,7 +251,8 @@ class Orchestrator:
             if confirmation is None:
                 raise
         code = confirmation["confirmation_code"]
-        await store.record(bid, {"confirm": "done", "capture": "started"}, confirmation_code=code)
+        # not written down until the saga's last write: a crash from here on leaves the confirm step
+        # open, and recovery then finds the booking at confirmation-service and completes it
         span.set_attribute("booking.confirmation_code", code)
         _maybe_crash(deps, "after_confirm", span, self.rng)
         captured = await self.capture_payment(req.reservation_id, auth["id"], quote["total_minor"])
@@ -274,7 +275,9 @@ class Orchestrator:
             status=BookingStatus.CONFIRMED,
             key=key,
             response=response,
-            steps={"capture": "done"} if captured else None,
+            # a failed capture stays open for recovery to retry
+            steps={"confirm": "done", "capture": "done" if captured else "started"},
+            confirmation_code=code,
             outcome=Outcome.CONFIRMED.value,
         )
         span.set_attribute("booking.outcome", Outcome.CONFIRMED.value)
