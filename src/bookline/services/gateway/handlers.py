@@ -1,10 +1,11 @@
 """The work of payment-gateway: tokenize cards, authorize, capture, void and refund, once per key.
 
-Every keyed operation runs in three steps. The (key, operation) row is inserted in its own
-transaction first, so its primary key turns a concurrent duplicate away (``idempotency_in_flight``).
-The operation then changes the authorization and stores its response in one transaction, so an
-outcome and the answer replayed for it can never disagree. A failure that changed nothing (a 5xx)
-frees the key so the caller may retry; a refusal (4xx) is stored and replayed like a success.
+Every keyed operation is one write transaction. It inserts the (key, operation) row first and then
+either answers with the reply stored under that key or does the work and stores its reply, so an
+outcome and the answer replayed for it can never disagree. A concurrent duplicate's insert waits
+for the first request's commit (SQLite has one writer; on PostgreSQL ``ON CONFLICT DO NOTHING``
+waits on the uncommitted row) and then finds its reply. A failure (a 5xx) rolls everything back,
+the key included, so the caller may retry; a refusal (4xx) is stored and replayed like a success.
 """
 
 from __future__ import annotations
@@ -186,27 +187,21 @@ def _stored_reply(row: Any, request: KeyedRequest) -> Reply:
     return Reply(row.response_status, json.loads(row.response_body))
 
 
-async def _claim(db: Database, request: KeyedRequest) -> Reply | None:
+async def _claim(conn: AsyncConnection, request: KeyedRequest) -> Reply | None:
     """Take the key for this request (None), or return the stored reply of the first one."""
-    async with db.write() as conn:
-        taken = await conn.execute(
-            sql.CLAIM_IDEMPOTENCY_KEY,
-            {
-                "key": request.key,
-                "operation": request.operation,
-                "request_hash": request.request_hash,
-                "created_at": _now(),
-            },
-        )
-        if taken.rowcount == 1:
-            return None
-        row = (await conn.execute(sql.SELECT_IDEMPOTENCY_KEY, request.row_params())).one()
+    taken = await conn.execute(
+        sql.CLAIM_IDEMPOTENCY_KEY,
+        {
+            "key": request.key,
+            "operation": request.operation,
+            "request_hash": request.request_hash,
+            "created_at": _now(),
+        },
+    )
+    if taken.rowcount == 1:
+        return None
+    row = (await conn.execute(sql.SELECT_IDEMPOTENCY_KEY, request.row_params())).one()
     return _stored_reply(row, request)
-
-
-async def _release(db: Database, request: KeyedRequest) -> None:
-    async with db.write() as conn:
-        await conn.execute(sql.RELEASE_IDEMPOTENCY_KEY, request.row_params())
 
 
 def _error_of(reply: Reply) -> BooklineError:
@@ -248,39 +243,52 @@ async def _once(
     sim: Simulation,
     span: Span,
     request: KeyedRequest,
-    work: Callable[[], Awaitable[Reply]],
+    work: Callable[[AsyncConnection], Awaitable[Reply]],
 ) -> Reply:
-    """Run ``work`` once per (key, operation) and answer every repeat with the stored reply."""
-    stored = await _claim(db, request)
-    span.set_attribute("payment.idempotent_replay", stored is not None)
+    """Run ``work`` once per (key, operation) and answer every repeat with the stored reply.
+
+    ``work`` runs in the transaction that claims the key, on its connection, and returns the reply;
+    its changes and the reply commit together. A refusal it raises (a ``BooklineError`` below 500)
+    is stored as the reply in that transaction, so ``work`` must raise one before changing anything.
+    Anything else it raises rolls the transaction back, claim included.
+    """
+    # before the transaction: a sleep inside it would hold SQLite's write lock
     latency = sim.latency()
     if latency:
         fire(span, "gateway.latency_ms")
         await asyncio.sleep(latency)
-    reply = stored if stored is not None else await _run_claimed(db, span, request, work)
+    try:
+        async with db.write() as conn:
+            reply = await _claim(conn, request)
+            span.set_attribute("payment.idempotent_replay", reply is not None)
+            if reply is None:
+                reply = await _attempt(conn, request, work)
+    except BooklineError as exc:
+        if exc.status >= 500:
+            span.set_status(Status(StatusCode.ERROR, exc.code))
+        raise
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        raise
     _describe(span, reply)
     if reply.status >= 400:
         raise _error_of(reply)
     return reply
 
 
-async def _run_claimed(db: Database, span: Span, request: KeyedRequest, work: Callable[[], Awaitable[Reply]]) -> Reply:
+async def _attempt(
+    conn: AsyncConnection, request: KeyedRequest, work: Callable[[AsyncConnection], Awaitable[Reply]]
+) -> Reply:
+    """Do the work of a claimed request and store its reply, a refusal's included."""
     try:
-        return await work()
+        reply = await work(conn)
     except BooklineError as exc:
-        if exc.status < 500:
-            reply = Reply(exc.status, {"error": exc.to_body()})
-            async with db.write() as conn:
-                await request.record(conn, reply)
-            return reply
-        span.set_status(Status(StatusCode.ERROR, exc.code))
-        await _release(db, request)
-        raise
-    except BaseException as exc:
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        await _release(db, request)
-        raise
+        if exc.status >= 500:
+            raise
+        reply = Reply(exc.status, {"error": exc.to_body()})
+    await request.record(conn, reply)
+    return reply
 
 
 def _span(tracer: Tracer, name: str):  # type: ignore[no-untyped-def]
@@ -344,9 +352,11 @@ async def authorize(
             }
         )
 
-        async def work() -> Reply:
-            async with db.read() as conn:
-                card = (await conn.execute(sql.SELECT_TOKEN, {"token": token})).first()
+        slow = False
+
+        async def work(conn: AsyncConnection) -> Reply:
+            nonlocal slow
+            card = (await conn.execute(sql.SELECT_TOKEN, {"token": token})).first()
             if card is None:
                 raise NotFound("unknown_token", "no card has this token")
             span.set_attributes({"payment.card_last_four": card.last4, "payment.card_brand": card.brand})
@@ -372,16 +382,15 @@ async def authorize(
                 "created_at": now,
                 "updated_at": now,
             }
-            reply = _declined(auth) if outcome.declines else Reply(201, view(auth))
-            async with db.write() as conn:
-                await conn.execute(sql.INSERT_AUTHORIZATION, auth)
-                await request.record(conn, reply)
-            if outcome is Behavior.SLOW:
-                # the outcome is committed; only the answer is late, past the caller's timeout
-                await asyncio.sleep(sim.slow_response_s)
-            return reply
+            await conn.execute(sql.INSERT_AUTHORIZATION, auth)
+            slow = outcome is Behavior.SLOW
+            return _declined(auth) if outcome.declines else Reply(201, view(auth))
 
-        return await _once(db=db, sim=sim, span=span, request=request, work=work)
+        reply = await _once(db=db, sim=sim, span=span, request=request, work=work)
+        if slow:
+            # the outcome is committed; only the answer is late, past the caller's timeout
+            await asyncio.sleep(sim.slow_response_s)
+        return reply
 
 
 def _declined(auth: Mapping[str, Any]) -> Reply:
@@ -458,18 +467,15 @@ async def change(
     with _span(tracer, f"gateway.{request.operation}") as span:
         span.set_attribute("payment.transaction_id", auth_id)
 
-        async def work() -> Reply:
-            async with db.write() as conn:
-                row = (await conn.execute(sql.SELECT_AUTHORIZATION_FOR_UPDATE, {"auth_id": auth_id})).first()
-                if row is None:
-                    raise NotFound(message=f"no authorization {auth_id}")
-                changes = plan(row._mapping)
-                if changes:
-                    changes["updated_at"] = _now()
-                    await conn.execute(sql.UPDATE_AUTHORIZATION, {**changes, "authorization": auth_id})
-                reply = Reply(200, view({**row._mapping, **changes}))
-                await request.record(conn, reply)
-            return reply
+        async def work(conn: AsyncConnection) -> Reply:
+            row = (await conn.execute(sql.SELECT_AUTHORIZATION_FOR_UPDATE, {"auth_id": auth_id})).first()
+            if row is None:
+                raise NotFound(message=f"no authorization {auth_id}")
+            changes = plan(row._mapping)
+            if changes:
+                changes["updated_at"] = _now()
+                await conn.execute(sql.UPDATE_AUTHORIZATION, {**changes, "authorization": auth_id})
+            return Reply(200, view({**row._mapping, **changes}))
 
         return await _once(db=db, sim=sim, span=span, request=request, work=work)
 

@@ -6,7 +6,7 @@ Parameters of UPDATE statements are not named after columns: SQLAlchemy reserves
 the SET clause.
 """
 
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 
 from bookline.services.gateway.tables import authorizations, idempotency_keys, tokens
 
@@ -24,8 +24,9 @@ _KEY_ROW = (idempotency_keys.c.key == bindparam("idempotency_key")) & (
 
 SELECT_IDEMPOTENCY_KEY = select(idempotency_keys).where(_KEY_ROW)
 
-# takes the key, or changes nothing (rowcount 0) when another request holds it; the same text on
-# SQLite and PostgreSQL, where a concurrent insert of the key waits for that request's commit
+# takes the key, or changes nothing (rowcount 0) when an earlier request took it; the same text on
+# SQLite and PostgreSQL, where a concurrent insert of the key waits for that request's transaction
+# (which claims the key, does the work and stores the reply) to commit or roll back
 CLAIM_IDEMPOTENCY_KEY = text(
     f'INSERT INTO {idempotency_keys.name} ("key", operation, request_hash, created_at) '
     "VALUES (:key, :operation, :request_hash, :created_at) "
@@ -37,9 +38,6 @@ RECORD_REPLY = (
     .where(_KEY_ROW)
     .values(response_status=bindparam("reply_status"), response_body=bindparam("reply_body"))
 )
-
-# a key whose request failed without an answer is freed, so the caller may retry
-RELEASE_IDEMPOTENCY_KEY = delete(idempotency_keys).where(_KEY_ROW, idempotency_keys.c.response_status.is_(None))
 
 # -- authorizations -------------------------------------------------------------------------------
 

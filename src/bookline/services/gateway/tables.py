@@ -47,15 +47,16 @@ authorizations = Table(
     UniqueConstraint("idempotency_key", name="uq_authorizations_idempotency_key"),
 )
 
-# One row per (key, operation): inserted before the work starts (the primary key is the guard
-# against a concurrent duplicate), completed with the response that is replayed afterwards.
+# One row per (key, operation): inserted first in the operation's transaction (the primary key is the
+# guard against a concurrent duplicate, which waits for that transaction), with the response that is
+# replayed afterwards written in the same transaction.
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
     Column("key", String(255), nullable=False),
     Column("operation", String(16), nullable=False),
     Column("request_hash", String(64), nullable=False),
-    Column("response_status", Integer, nullable=True),  # NULL while the first request runs
+    Column("response_status", Integer, nullable=True),  # NULL only in rows of older versions
     Column("response_body", Text, nullable=True),  # JSON
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("key", "operation", name="pk_idempotency_keys"),
