@@ -20,6 +20,7 @@ from bookline.services.gateway import handlers
 from bookline.services.gateway.api import NAME, build_app
 from bookline.telemetry import setup_telemetry
 from support.booking import caller_headers, rsv_id
+from support.spans import transactions
 
 CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": date.today().year + 3, "cvc": "123"}
 
@@ -81,21 +82,6 @@ async def ledger(http) -> dict:
 
 def replay_flags(spans: InMemorySpanExporter, name: str) -> list[bool]:
     return [s.attributes["payment.idempotent_replay"] for s in spans.get_finished_spans() if s.name == name]
-
-
-def transactions(spans: InMemorySpanExporter) -> list[tuple[str, tuple[str, ...]]]:
-    """Every database transaction, in order: the name of the span it ran under and its statements.
-    A read transaction would show as ``("read", ...)`` besides them."""
-    finished = spans.get_finished_spans()
-    names = {s.context.span_id: s.name for s in finished}
-    return [
-        (
-            "read" if s.attributes.get("db.transaction.read_only") else names.get(s.parent.span_id, "?"),
-            s.attributes["db.transaction.operations"],
-        )
-        for s in finished
-        if s.instrumentation_scope.name == "bookline.db"
-    ]
 
 
 def key_rows(tmp_path) -> list[tuple]:

@@ -22,6 +22,7 @@ from bookline.services.gateway.handlers import KeyedRequest
 from bookline.telemetry import setup_telemetry
 from support.booking import caller_headers, rsv_id
 from support.postgres import PG_URL, require_postgres_async
+from support.spans import transactions
 
 pytestmark = pytest.mark.postgres
 
@@ -96,20 +97,6 @@ async def test_authorize_and_capture_on_postgresql(http):
         30_000,
         30_000,
     )
-
-
-def transactions(spans: InMemorySpanExporter) -> list[tuple[str, tuple[str, ...]]]:
-    """Every database transaction, in order: the name of the span it ran under and its statements."""
-    finished = spans.get_finished_spans()
-    names = {s.context.span_id: s.name for s in finished}
-    return [
-        (
-            "read" if s.attributes.get("db.transaction.read_only") else names.get(s.parent.span_id, "?"),
-            s.attributes["db.transaction.operations"],
-        )
-        for s in finished
-        if s.instrumentation_scope.name == "bookline.db"
-    ]
 
 
 async def test_authorize_and_capture_are_one_write_transaction_each_on_postgresql(gateway: Gateway):

@@ -28,3 +28,18 @@ def children(spans: list[Any], parent: Any) -> list[Any]:
 def ours(spans: list[Any]) -> list[Any]:
     """The spans Bookline's own code made (not the HTTP and database instrumentations)."""
     return [s for s in spans if s.instrumentation_scope and s.instrumentation_scope.name == "bookline"]
+
+
+def transactions(spans: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """Every database transaction, in order: the name of the span it ran under and its statements.
+    A read transaction would show as ``("read", ...)`` besides them."""
+    finished = spans.get_finished_spans()
+    names = {s.context.span_id: s.name for s in finished}
+    return [
+        (
+            "read" if s.attributes.get("db.transaction.read_only") else names.get(s.parent.span_id, "?"),
+            s.attributes["db.transaction.operations"],
+        )
+        for s in finished
+        if s.instrumentation_scope.name == "bookline.db"
+    ]
