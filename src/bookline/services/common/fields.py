@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from functools import cache
 from typing import Annotated, Any
+from zoneinfo import available_timezones
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -42,6 +44,26 @@ RoomType = Annotated[str, StringConstraints(pattern=ids.ROOM_TYPE, max_length=40
 Guests = Annotated[int, Field(strict=True, ge=1, le=20)]
 MinorAmount = Annotated[int, Field(strict=True, ge=0, le=10**12)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _known_time_zone(value: str) -> str:
+    # a zone the e-mail can show the deadline in: a well-formed but unknown key would fail later,
+    # in notification-service, with nobody to answer
+    if value not in _time_zones():
+        raise ValueError("must be an IANA time zone, e.g. Europe/Lisbon")
+    return value
+
+
+TimeZone = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$"),
+    AfterValidator(_known_time_zone),
+]
 # a guest's personal data: checked by functions whose refusals never repeat the value
 # what JSON Schema can say of them is in the schema; the rest (the RFC's e-mail syntax, no control
 # character of any script, no card number) the validators check

@@ -6,7 +6,7 @@ import logging
 from typing import Annotated
 
 from fastapi import Depends, FastAPI
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from bookline.adapters.migrations import script_location
 from bookline.adapters.queue import queue_from
@@ -31,6 +31,7 @@ from bookline.services.common.fields import (
     RoomId,
     RoomType,
     StrictDate,
+    TimeZone,
 )
 from bookline.services.common.outbox import OutboxRelay
 from bookline.services.confirmation import handlers
@@ -60,7 +61,7 @@ class TermsIn(BaseModel):
     free_cancellation_hours: Annotated[int, Field(strict=True, ge=0, le=24 * 366)]
     free_cancellation_until: AwareDatetime
     free_cancellation_until_local: AwareDatetime | None = None
-    time_zone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")]
+    time_zone: TimeZone
     penalty_minor: MinorAmount
     currency: Currency
 
