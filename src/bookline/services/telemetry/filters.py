@@ -190,7 +190,7 @@ class TraceQuery:
             where.append("t.error = 1")  # a trace summary knows it holds an ERROR span: narrow first
         if self.span_level:
             # newest traces first, each asked whether one of its spans matches: a common match stops
-            # after `limit` traces; with a name, each question is one probe of the (name, trace) index
+            # after `limit` traces; with a name, each question is one probe of the (trace, name) index
             span_where, span_args = self._span_sql()
             where.append(f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND {span_where})")
             args += span_args

@@ -1,11 +1,18 @@
 """Tail sampling applied to the store: the :class:`TailSampler` sees every span as it is written, and
 every trace's decision keeps or deletes what was stored.
 
-Every method here runs on the writer thread (see :mod:`writer`), so spans and decisions reach the
-database in the order the sampler saw them. A trace is stored as soon as it arrives with sampling
-state ``pending`` (a user who just booked sees it at once); when its decision wait is over, SAMPLED
-makes it ``kept`` and NOT_SAMPLED or DROPPED deletes it. A span arriving after the decision follows
-it at once: written as ``kept``, or not written at all.
+A trace is stored as soon as it arrives with sampling state ``pending`` (a user who just booked sees
+it at once); when its decision wait is over, SAMPLED makes it ``kept`` and NOT_SAMPLED or DROPPED
+deletes it. A span arriving after the decision follows it at once: written as ``kept``, or not
+written at all.
+
+The sampler is asked on the store's event loop, and what it answered is written by a job submitted
+to the writer (see :mod:`writer`) at once, before anything else can ask it: :meth:`offer` then
+:meth:`store` for an export's spans, :meth:`due` then :meth:`apply` for the decisions. The writer
+runs jobs in the order they were submitted, so spans and decisions reach the database in the order
+the sampler saw them, while the writer's thread, which every export waits for, spends no time in
+the sampler. (:meth:`admit` and :meth:`settle` do both halves in one call; :meth:`restore` runs on
+the writer thread before the store takes any export.)
 
 A restart loses nothing: pending traces are offered to the new sampler again with their original
 arrival time, and the most recent decisions are remembered, so late spans still follow them.
@@ -15,8 +22,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from bookline.services.telemetry.decoding import KINDS, STATUS_CODES, DecodedSpans
+from bookline.services.telemetry.decoding import KINDS, STATUS_CODES, DecodedSpans, TraceDelta, span_values
 from bookline.services.telemetry.sampling import Decision, PackedFacts, SamplingConfig, TailSampler
 from bookline.services.telemetry.storage import (
     KEPT,
@@ -37,6 +46,15 @@ def remembered_decisions(config: SamplingConfig, decided_cache_size: int = DECID
     return max(decided_cache_size, config.sampled_cache_size + config.non_sampled_cache_size)
 
 
+@dataclass(slots=True)
+class AdmittedSpans:
+    """The spans of an export the sampler let through, ready for :meth:`TraceSampling.store`."""
+
+    values: list[Any]  # flat span values (decoding.span_values)
+    traces: dict[str, TraceDelta]
+    sampling: dict[str, str]  # each trace's state: pending, or kept when already decided so
+
+
 class TraceSampling:
     """The store's tail sampler and what its decisions do to the stored traces."""
 
@@ -51,23 +69,44 @@ class TraceSampling:
     ) -> int:
         """Offer the spans to the sampler and store those it does not already reject (inside the
         caller's transaction). Returns the number of spans written."""
+        admitted = self.offer(spans, now)
+        return 0 if admitted is None else self.store(conn, admitted, resource_ids, wall_s)
+
+    def offer(self, spans: DecodedSpans, now: float) -> AdmittedSpans | None:
+        """Offer the spans to the sampler; the ones it does not already reject, for :meth:`store`
+        (None when there are none)."""
         decided = self.sampler.offer(spans.facts, now)
-        rows, traces = spans.rows, spans.traces
+        traces = spans.traces
         rejected = {t for t, d in decided.items() if d is not Decision.SAMPLED}
-        if rejected:
-            rows = [row for row in rows if row[0] not in rejected]
+        if rejected:  # late spans of traces dropped already
+            values = span_values([row for row in spans.rows if row[0] not in rejected])
             traces = {t: delta for t, delta in traces.items() if t not in rejected}
-        if not rows:
-            return 0
+        else:
+            values = spans.values
+        if not values:
+            return None
         sampling = {t: KEPT if decided.get(t) is Decision.SAMPLED else PENDING for t in traces}
-        return insert_spans(conn, rows, traces, resource_ids, sampling, wall_s)
+        return AdmittedSpans(values, traces, sampling)
+
+    @staticmethod
+    def store(conn: sqlite3.Connection, spans: AdmittedSpans, resource_ids: Sequence[int], wall_s: float) -> int:
+        """Write admitted spans (inside the caller's transaction); returns the number written."""
+        return insert_spans(conn, None, spans.traces, resource_ids, spans.sampling, wall_s, values=spans.values)
 
     def settle(self, conn: sqlite3.Connection, now: float) -> list[tuple[str, Decision]]:
         """Decide every trace whose wait is over, and apply the decisions to what is stored."""
-        due = self.sampler.due(now)
-        if due:
-            self._apply(conn, due)
+        due = self.due(now)
+        self.apply(conn, due)
         return due
+
+    def due(self, now: float) -> list[tuple[str, Decision]]:
+        """Decide every trace whose wait is over (for :meth:`apply`)."""
+        return self.sampler.due(now)
+
+    def apply(self, conn: sqlite3.Connection, decisions: Sequence[tuple[str, Decision]]) -> None:
+        """Keep or delete the stored traces that were decided."""
+        if decisions:
+            self._apply(conn, decisions)
 
     def _apply(self, conn: sqlite3.Connection, decisions: Sequence[tuple[str, Decision]]) -> None:
         kept = [trace_id for trace_id, d in decisions if d is Decision.SAMPLED]

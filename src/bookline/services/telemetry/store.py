@@ -135,13 +135,21 @@ class TelemetryStore:
 
     async def write_spans(self, spans: DecodedSpans) -> int:
         """Store a request's spans (after the sampler's say on late ones); returns how many were written.
-        Returns once they are committed."""
+        Returns once they are committed.
+
+        The sampler is asked here, on the event loop, and the job submitted before anything else can
+        ask it (see :mod:`sampling_loop`): the writer thread only writes."""
+        if not spans.count:
+            return 0
+        admitted = self.sampling.offer(spans, self.clock())
+        if admitted is None:
+            return 0
 
         def job(conn: sqlite3.Connection) -> int:
             ids = self._resources.resolve(conn, spans.resources)
-            return self.sampling.admit(conn, spans, ids, self.clock(), self.wall_ns() / 1e9)
+            return self.sampling.store(conn, admitted, ids, self.wall_ns() / 1e9)
 
-        return await self.writer.run(job, grouped=True) if spans.rows else 0
+        return await self.writer.run(job, grouped=True)
 
     async def write_logs(self, logs: DecodedLogs) -> None:
         def job(conn: sqlite3.Connection) -> None:
@@ -163,8 +171,12 @@ class TelemetryStore:
         self._series.forget()
 
     async def settle(self) -> list[tuple[str, Decision]]:
-        """Decide the traces whose wait is over and apply the decisions."""
-        return await self.writer.run(lambda conn: self.sampling.settle(conn, self.clock()))
+        """Decide the traces whose wait is over and apply the decisions (decided here, on the event
+        loop, and applied by a job submitted at once: see :mod:`sampling_loop`)."""
+        due = self.sampling.due(self.clock())
+        if due:
+            await self.writer.run(lambda conn: self.sampling.apply(conn, due))
+        return due
 
     async def enforce_retention(self) -> RetentionReport:
         """Delete what is past the limits (in bounded passes), then reclaim space if much is free."""

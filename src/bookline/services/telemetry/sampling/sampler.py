@@ -11,7 +11,7 @@ and :meth:`~TailSampler.due`, so tests drive time by hand and the store drives i
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,13 @@ if TYPE_CHECKING:
     from bookline.services.telemetry.sampling.config import SamplingConfig
 
 
-def decide(config: SamplingConfig, spans: Sequence[SpanFacts]) -> Decision:
-    """The decision on the trace made of ``spans`` (all of one trace id, in arrival order)."""
+def decide(config: SamplingConfig, spans: Sequence[SpanFacts], trace_id: str | None = None) -> Decision:
+    """The decision on the trace made of ``spans`` (all of one trace id, in arrival order; the caller
+    may name it, so that a policy that reads no span never makes ``spans`` unpack one)."""
     if not spans:
         raise ValueError("a sampling decision needs at least one span")
-    trace_id = spans[0].trace_id
+    if trace_id is None:
+        trace_id = spans[0].trace_id
     seen: set[Vote] = set()
     for policy in config.policies:
         vote = policy.evaluate(trace_id, spans)
@@ -47,6 +49,34 @@ def combine_votes(votes: set[Vote]) -> Decision:
     if Vote.INVERT_SAMPLED in votes and Vote.NOT_SAMPLED not in votes:
         return Decision.SAMPLED
     return Decision.NOT_SAMPLED
+
+
+class _Unpacked(Sequence[SpanFacts]):
+    """The SpanFacts of a trace's held spans, all unpacked when a policy first reads one: a policy file
+    that looks at no span (always_sample, probabilistic) never pays for unpacking them, as one that
+    reads no attribute never pays for parsing them (see JsonAttributes)."""
+
+    __slots__ = ("_held", "_resources", "_facts")
+
+    def __init__(self, held: list[SpanFacts | PackedFacts], resources: dict[str, Mapping[str, Any]]) -> None:
+        self._held = held
+        self._resources = resources
+        self._facts: list[SpanFacts] | None = None
+
+    def _unpacked(self) -> list[SpanFacts]:
+        if self._facts is None:
+            resources = self._resources
+            self._facts = [unpack(span, resources) for span in self._held]
+        return self._facts
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._unpacked()[index]
+
+    def __iter__(self) -> Iterator[SpanFacts]:
+        return iter(self._unpacked())
 
 
 class TailSampler:
@@ -117,8 +147,7 @@ class TailSampler:
             if waits.get(trace_id) != wait:
                 continue  # decided meanwhile by remember()
             del waits[trace_id]
-            spans = pending.pop(trace_id)
-            decision = decide(self.config, [unpack(span, resources) for span in spans])
+            decision = decide(self.config, _Unpacked(pending.pop(trace_id), resources), trace_id)
             self._record(trace_id, decision)
             results.append((trace_id, decision))
         return results
