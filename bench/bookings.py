@@ -226,30 +226,40 @@ SERVERS = {"postgres": "postgres", "nats-server": "nats"}
 
 
 def service_cpu_seconds(supervisor_pid: int) -> dict[str, float]:
-    """CPU time (user + system) used so far by each service of a ``bookline up`` (its replicas added
-    up), by ``bookline up`` itself (it relays every line the services log), and by the PostgreSQL and
-    NATS servers."""
+    """CPU time (user + system) used so far by each service of a ``bookline up`` (its replicas and
+    their own child processes, such as the telemetry store's decoding worker, added up), by ``bookline
+    up`` itself (it relays every line the services log), and by the PostgreSQL and NATS servers."""
     ticks = os.sysconf("SC_CLK_TCK")
-    found: Counter = Counter()
+    processes: dict[int, tuple[int, str, float]] = {}  # pid: (parent, comm, cpu)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             head, tail = stat.read_text().rsplit(")", 1)
             fields = tail.split()
-            cpu = (int(fields[11]) + int(fields[12])) / ticks
-            comm = head.split("(", 1)[1]
-            if stat.parent.name == str(supervisor_pid):
-                found["up"] += cpu
-                continue
-            if args.backend != "sqlite" and comm in SERVERS:
-                found[SERVERS[comm]] += cpu
-                continue
-            if int(fields[1]) != supervisor_pid:
-                continue
-            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            processes[int(stat.parent.name)] = (
+                int(fields[1]),
+                head.split("(", 1)[1],
+                (int(fields[11]) + int(fields[12])) / ticks,
+            )
         except (OSError, IndexError, ValueError):
             continue
-        name = cmdline[cmdline.index(b"serve") + 1].decode() if b"serve" in cmdline else "?"
-        found[name] += cpu
+    found: Counter = Counter()
+    for pid, (parent, comm, cpu) in processes.items():
+        if pid == supervisor_pid:
+            found["up"] += cpu
+            continue
+        if args.backend != "sqlite" and comm in SERVERS:
+            found[SERVERS[comm]] += cpu
+            continue
+        service = pid
+        while parent not in (supervisor_pid, 0, 1) and parent in processes:  # up to the service process
+            service, parent = parent, processes[parent][0]
+        if parent != supervisor_pid:
+            continue
+        try:
+            cmdline = Path(f"/proc/{service}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        found[cmdline[cmdline.index(b"serve") + 1].decode() if b"serve" in cmdline else "?"] += cpu
     return dict(found)
 
 

@@ -11,7 +11,7 @@ tracing costs directly; garbage collection and the like show up spread over ever
 py-spy is in the ``bench`` extra: ``pip install -e '.[bench]'``. Attaching to a process needs the
 ptrace permission (root, or ``kernel.yama.ptrace_scope=0``).
 
-    python bench/profile_services.py [--mode on|stock|off] [--seconds 25] [--rate 150]
+    python bench/profile_services.py [--mode on|stock|off|store] [--seconds 25] [--rate 150] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ def main() -> None:
             time.sleep(1)
             pids = service_pids(bench.pid)
         time.sleep(args.settle)  # the stack starts, seeds, warms up and begins to book
-        with tempfile.TemporaryDirectory(prefix="bookline-profile-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bookline-profile-") as scratch:
+            tmp = args.keep or scratch
+            Path(tmp).mkdir(parents=True, exist_ok=True)
             recorders = {
                 name: subprocess.Popen(
                     [
@@ -165,5 +167,6 @@ if __name__ == "__main__":
     parser.add_argument("--settle", type=int, default=25, help="seconds between the stack's start and the recording")
     parser.add_argument("--rate", type=float, default=150, help="bookings per second to plan for (keeps it busy)")
     parser.add_argument("--top", type=int, default=8, help="lines per service")
+    parser.add_argument("--keep", metavar="DIR", help="keep each service's raw py-spy profile (NAME.txt) in DIR")
     args = parser.parse_args()
     main()

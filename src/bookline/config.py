@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     telemetry_max_spans: int = Field(
         default=2_000_000, description="the oldest traces are deleted beyond this many spans"
     )
+    telemetry_decode_workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=8,
+        description="processes that decode large span exports beside the store's own; unset means one where "
+        "there are two cores or more, 0 decodes everything in the store's process",
+    )
     trace_view_url: str | None = Field(
         default=None,
         description="link to a trace in a viewer, with {trace_id}; booking answers carry it as trace_url "

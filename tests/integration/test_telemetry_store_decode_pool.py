@@ -85,3 +85,27 @@ def test_json_attributes_are_parsed_only_when_first_read():
     assert "payment.status" not in attributes
     assert dict(attributes) == {"booking.outcome": "declined", "booking.nights": 2}
     assert attributes == {"booking.outcome": "declined", "booking.nights": 2}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"booking.outcome":"declined","booking.nights":2}',
+        '{"booking.outcome": "declined", "booking.nights": 2}',  # another encoder's spacing
+    ],
+)
+def test_a_key_the_text_does_not_hold_is_answered_without_parsing(text: str):
+    attributes = JsonAttributes(text)
+    assert "booking.rollback.reason" not in attributes
+    assert attributes.get("url.path", "none") == "none"
+    assert attributes._parsed is None  # the sampler's policies mostly ask for keys a span lacks
+    assert "booking.nights" in attributes and attributes._parsed is not None
+
+
+def test_a_key_only_the_parsed_attributes_can_answer_for_is_parsed_for():
+    # the key of a nested map: in the text, not an attribute
+    inside = JsonAttributes('{"request":{"url.path":"/healthz"}}')
+    assert "url.path" not in inside and inside._parsed is not None
+    # keys an encoder may escape are never judged by the text
+    escaped = JsonAttributes('{"h\\u00f4tel":1,"a\\"b":2}')
+    assert "hôtel" in escaped and 'a"b' in escaped

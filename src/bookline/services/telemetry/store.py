@@ -95,6 +95,7 @@ class TelemetryStore:
             retention_policy=RetentionPolicy.from_limits(
                 settings.telemetry_retention_hours, settings.telemetry_max_spans, remembered_decisions(sampling)
             ),
+            decode_workers=settings.telemetry_decode_workers,
             redact=not settings.unsafe_disable_redaction,
         )
 

@@ -8,6 +8,7 @@ While a trace waits for its decision, the sampler holds each of its spans as :da
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
@@ -67,9 +68,21 @@ def unpack(span: SpanFacts | PackedFacts, resources: dict[str, Mapping[str, Any]
     return _new_tuple(SpanFacts, (span[0], span[1], span[2], span[3], span[4], span[5], span[6], attributes, resource))
 
 
+@functools.lru_cache(maxsize=256)
+def _key_needle(key: str) -> str | None:
+    """What the JSON text of an object holding ``key`` always contains: the key in quotes, then the
+    colon (every JSON encoder writes a plain key alike and puts the colon straight after it). None
+    for a key some encoder might escape (non-ASCII, quotes, backslashes, control characters)."""
+    if key.isascii() and key.isprintable() and '"' not in key and "\\" not in key:
+        return f'"{key}":'
+    return None
+
+
 class JsonAttributes(Mapping[str, Any]):
     """A span's attributes, parsed from their stored JSON the first time they are read (a policy
-    file that reads no attributes never pays for parsing them)."""
+    file that reads no attributes never pays for parsing them). Whether a key is there is first
+    asked of the text: most policies look for a key most spans do not have, and a span without it
+    is then never parsed."""
 
     __slots__ = ("_text", "_parsed")
 
@@ -85,11 +98,19 @@ class JsonAttributes(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         return self._attributes()[key]
 
+    def _surely_absent(self, key: object) -> bool:
+        if self._parsed is not None or type(key) is not str:
+            return False
+        needle = _key_needle(key)
+        return needle is not None and needle not in self._text
+
     def get(self, key: str, default: Any = None) -> Any:
+        if self._surely_absent(key):
+            return default
         return self._attributes().get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._attributes()
+        return not self._surely_absent(key) and key in self._attributes()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._attributes())
