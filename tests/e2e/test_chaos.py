@@ -143,7 +143,7 @@ def outcomes(load: dict[str, Any], operation: str) -> dict[str, int]:
 
 def worst_day(
     up: RunningUp, data_dir: Path, tmp_path: Path, *, kill_replicas: bool = False
-) -> tuple[dict[str, Any], list[str], list[int]]:
+) -> tuple[dict[str, Any], list[str], list[tuple[int, float]]]:
     """The faults on, a load of bookings, duplicates and cancellations with hot rooms, booking-service
     crashed at saga points meanwhile (and with ``kill_replicas``, one replica of booking- and of
     availability-service killed 10 s in); the crash points off again. The load's report, the crash
@@ -151,7 +151,7 @@ def worst_day(
     set_faults(up, data_dir, *FAULTS)
     stop = threading.Event()
     hit: list[str] = []
-    killed: list[int] = []
+    killed: list[tuple[int, float]] = []
     threads = [threading.Thread(target=lambda: hit.extend(crash_a_few_times(up, data_dir, stop)))]
     if kill_replicas:
         threads.append(threading.Thread(target=lambda: killed.extend(kill_one_replica_each(up, stop, 10.0))))
@@ -263,17 +263,57 @@ def replica_pids(up: RunningUp, service: str) -> list[int]:
     return sorted(pids)
 
 
-def kill_one_replica_each(up: RunningUp, stop: threading.Event, after_s: float) -> list[int]:
-    """In the middle of the load, ``kill -9`` one replica of booking-service and of availability-service."""
+def kill_one_replica_each(up: RunningUp, stop: threading.Event, after_s: float) -> list[tuple[int, float]]:
+    """In the middle of the load, ``kill -9`` one replica of booking-service and of availability-service
+    (each pid with the moment it was killed)."""
     if stop.wait(after_s):
         return []
     killed = []
     for service in ("booking-service", "availability-service"):
         pids = replica_pids(up, service)
         assert len(pids) == 2, (service, pids)
+        killed_at = time.time()
         os.kill(pids[0], signal.SIGKILL)
-        killed.append(pids[0])
+        killed.append((pids[0], killed_at))
     return killed
+
+
+# what a process killed with SIGKILL cannot have exported: the spans it ended in its last export
+# interval (OTEL_BSP_SCHEDULE_DELAY, 200 ms here) and the export under way, taken generously
+LOST_WITH_A_KILLED_PROCESS_S = 2.0
+
+
+def lost_with_the_killed(report: dict[str, Any], prefix: str, killed_at: float) -> set[str]:
+    """The bookings whose compensations_traced violation is the telemetry a killed replica still held:
+    every step of theirs compensated in the moments before the kill (by whichever replica: the saga
+    log does not say). A compensation the killed replica made earlier, or any replica later, must be
+    traced."""
+    import asyncpg
+
+    suspects = {v["booking_id"] for v in report["violations"] if v["check"] == "compensations_traced"}
+    if not suspects:
+        return set()
+
+    async def compensated_at() -> dict[str, list[float]]:
+        conn = await asyncpg.connect(PG_URL.replace("+asyncpg", ""))
+        try:
+            rows = await conn.fetch(
+                f'SELECT booking_id, updated_at FROM "{prefix}booking".saga_steps'
+                " WHERE status = 'compensated' AND booking_id = ANY($1::text[])",
+                list(suspects),
+            )
+        finally:
+            await conn.close()
+        found: dict[str, list[float]] = {}
+        for row in rows:
+            found.setdefault(row["booking_id"], []).append(row["updated_at"])
+        return found
+
+    return {
+        booking_id
+        for booking_id, moments in asyncio.run(compensated_at()).items()
+        if all(killed_at - LOST_WITH_A_KILLED_PROCESS_S <= at <= killed_at for at in moments)
+    }
 
 
 def taken_over(prefix: str) -> int:
@@ -306,10 +346,17 @@ def test_replicated_on_postgres_and_nats_no_booking_and_no_money_is_lost_when_a_
 
             code, output, report = audit_until_settled(up, data_dir, tmp_path / "audit.json", timeout=150)
 
-            assert code == 0, output
-            assert not in_flight(report) and "pending" not in report["bookings"], output
-            assert all(c["status"] == "pass" for c in report["checks"]), output
             assert len(killed) == 2, killed
+            # the one violation a kill -9 may leave: compensations whose spans died with the replica
+            # that made them, unexported (each compensation before or after the kill is traced)
+            lost = lost_with_the_killed(report, prefix, killed_at=killed[0][1])
+            unexplained = [v for v in report["violations"] if v["booking_id"] not in lost
+                           or v["check"] != "compensations_traced"]  # fmt: skip
+            assert not unexplained, output
+            assert len(lost) <= 3, (lost, output)
+            assert code == 0 or lost, output
+            assert not in_flight(report) and "pending" not in report["bookings"], output
+            assert all(c["status"] == "pass" or c["check"] == "compensations_traced" for c in report["checks"]), output
             assert len(hit) >= 2, f"booking-service crashed {crashes(up)} times: {hit}"
             assert sum("was killed by SIGKILL" in line for line in up.lines) >= 2, up.output()[-3000:]
             # the bookings the killed and crashed replicas were running, finished by another one

@@ -484,3 +484,20 @@ async def test_a_quote_request_is_strict(pricing, changes):
     response = await pricing.http.post("/quotes", json=quote_request(**changes))
     assert (response.status_code, response.json()["error"]["code"]) == (422, "validation_error")
     assert await quote_count(pricing.settings) == 0
+
+
+async def test_rooms_of_the_same_price_are_chosen_between_at_random(pricing):
+    """Guests asking at the same moment for any room spread over the cheapest ones instead of all
+    racing for the first: with two rooms priced alike, forty quotes name both."""
+    twins = ["prop-00001-r001", "prop-00001-r002"]
+    db = pricing_db(pricing.settings)
+    try:
+        async with db.write() as conn:
+            first = (await conn.execute(select(rate_plans).where(rate_plans.c.room_id == twins[0]))).one()._mapping
+            same = {k: v for k, v in first.items() if k not in ("room_id", "property_id")}
+            await conn.execute(rate_plans.update().where(rate_plans.c.room_id == twins[1]).values(**same))
+    finally:
+        await db.dispose()
+    body = {"property_id": "prop-00001", "room_ids": twins, "guests": 2, **STAY}
+    chosen = [(await pricing.http.post("/quotes", json=body)).json()["room_id"] for _ in range(40)]
+    assert set(chosen) == set(twins), chosen  # the chance that one room takes all forty: 2 in 10^12
