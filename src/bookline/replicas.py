@@ -8,6 +8,7 @@ each, so more than one replica is refused there.
 
 from __future__ import annotations
 
+from bookline.adapters.queue import NATS_SCHEMES
 from bookline.config import SERVICE_BY_NAME, SERVICES, Settings
 
 MAX_REPLICAS = 16
@@ -50,7 +51,7 @@ def check_backend(counts: dict[str, int], settings: Settings) -> None:
     missing = []
     if not (settings.database_url or "").startswith("postgresql"):
         missing.append("PostgreSQL (BOOKLINE_DATABASE_URL=postgresql+asyncpg://...)")
-    if not (settings.queue_url or "").startswith("nats://"):
+    if not (settings.queue_url or "").startswith(NATS_SCHEMES):
         missing.append("NATS JetStream (BOOKLINE_QUEUE_URL=nats://...)")
     if missing:
         raise ReplicasError(

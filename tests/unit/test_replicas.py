@@ -36,6 +36,8 @@ def test_more_than_one_replica_needs_postgresql_and_nats(tmp_path: Path):
     with pytest.raises(ReplicasError, match="NATS"):
         check_backend(counts, Settings(data_dir=tmp_path, database_url=PG))
     check_backend(counts, Settings(data_dir=tmp_path, database_url=PG, queue_url="nats://127.0.0.1:4222"))
+    # the queue takes NATS over TLS too, and so do replicas
+    check_backend(counts, Settings(data_dir=tmp_path, database_url=PG, queue_url="tls://nats.internal:4222"))
     check_backend(parse_replicas(None), Settings(data_dir=tmp_path))  # one replica: anything goes
 
 
