@@ -211,13 +211,19 @@ SPAN_WIDTH = 15
 SPAN_NULLABLE = (2, 9, 11, 12)
 
 
+def flat_values(rows: Sequence[Sequence[Any]], width: int, empty_as_null: tuple[int, ...] = ()) -> list[Any]:
+    """Rows of ``width`` values as one flat list, row after row, with '' for None in the
+    ``empty_as_null`` columns (what :func:`storage.insert_rows` binds)."""
+    values = list(chain.from_iterable(rows))
+    for column in empty_as_null:
+        values[column::width] = ["" if value is None else value for value in values[column::width]]
+    return values
+
+
 def span_values(rows: Sequence[SpanRow]) -> list[Any]:
     """The rows as one flat list of the values the spans INSERT binds: row after row, SPAN_WIDTH
     values each, with '' for None in the SPAN_NULLABLE columns."""
-    values = list(chain.from_iterable(rows))
-    for column in SPAN_NULLABLE:
-        values[column::SPAN_WIDTH] = ["" if value is None else value for value in values[column::SPAN_WIDTH]]
-    return values
+    return flat_values(rows, SPAN_WIDTH, SPAN_NULLABLE)
 
 
 def span_rows(values: Sequence[Any]) -> list[SpanRow]:

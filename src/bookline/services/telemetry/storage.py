@@ -22,7 +22,6 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from itertools import chain
 from pathlib import Path
 
 from bookline.services.telemetry.decoding import (
@@ -33,6 +32,7 @@ from bookline.services.telemetry.decoding import (
     SeriesKey,
     SpanRow,
     TraceDelta,
+    flat_values,
     span_rows,
     span_values,
 )
@@ -282,10 +282,7 @@ def insert_rows(
     if not rows:
         return 0
     width = len(rows[0])
-    values = list(chain.from_iterable(rows))
-    for column in empty_as_null:
-        values[column::width] = ["" if value is None else value for value in values[column::width]]
-    return insert_values(conn, statement, values, width, replace, empty_as_null)
+    return insert_values(conn, statement, flat_values(rows, width, empty_as_null), width, replace, empty_as_null)
 
 
 def insert_values(
